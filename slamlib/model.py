@@ -1,0 +1,349 @@
+"""``SlamModel``: the Stellar LAbel Machine as a thin stateful class (paper Section 2).
+
+The numerics live in :mod:`slamlib.scaling` (standardization), :mod:`slamlib.svr`
+(per-pixel SVR training and the fitted kernel expansion), :mod:`slamlib.fitting`
+(label prediction) and :mod:`slamlib.modelfile` (the model file); this class holds the
+fitted state and checks the caller's input.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slamlib import modelfile
+from slamlib.fitting import GaussianPrior, PredictionResult, predict_labels
+from slamlib.scaling import Standardizer
+from slamlib.svr import folds as svr_folds
+from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.result import TrainingResult, parameter_pairs
+
+__all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
+
+#: The sparse grid of the paper's Section 3 (LASP test).
+PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
+
+#: Training/prediction engines available to ``SlamModel(backend=...)``.
+BACKENDS = ("libsvm",)
+
+# Attributes written to the model file, with the fitted state they restore.
+_SAVED_ARRAYS = ("flux_mean", "flux_scale", "label_mean", "label_scale", "best_c", "best_gamma", "cv_mse_grid",
+                 "cv_mse", "cv_md", "mse", "md", "trained", "support_labels", "dual_coef", "intercept", "gamma")
+
+
+def _validate_grid(param_grid: dict[str, Any]) -> dict[str, list[float]]:
+    if not isinstance(param_grid, dict) or set(param_grid) != {"C", "gamma"}:
+        raise ValueError(f'param_grid must be a dict with exactly the keys "C" and "gamma", got {param_grid!r}.')
+    grid = {}
+    for key, values in param_grid.items():
+        values = np.atleast_1d(np.asarray(values, dtype=float))
+        if values.size == 0:
+            raise ValueError(f"param_grid[{key!r}] is empty; give at least one value.")
+        if not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"param_grid[{key!r}] must hold positive finite numbers, got {values.tolist()}.")
+        grid[key] = values.tolist()
+    return grid
+
+
+class SlamModel:
+    """The Stellar LAbel Machine: per-pixel SVR emulator of normalized flux from labels.
+
+    Parameters
+    ----------
+    param_grid : dict, optional
+        ``{"C": [...], "gamma": [...]}``, the hyperparameter grid searched by CV for every
+        pixel. Default: the paper's Section 3 grid, C in {10, 100}, gamma in {0.1, 0.01}.
+    epsilon : float
+        Half-width of the SVR tube in standardized flux units (paper: 0.05).
+    cv : int
+        Number of cross-validation folds (paper: 5 in Section 3, 8 in Section 4).
+    n_jobs : int
+        joblib workers for training and prediction (-1: all cores).
+    random_state : int
+        Seed of the CV folds (the same folds for every pixel).
+    backend : {"libsvm"}
+        Training engine; "libsvm" (scikit-learn's SVR) is the reference.
+
+    Attributes
+    ----------
+    best_params_ : list of dict
+        Per pixel, ``{"C": ..., "gamma": ...}`` with the lowest CV MSE (NaN if untrained).
+    cv_mse_, cv_md_ : ndarray, shape (n_pix,)
+        CV mean squared error and mean deviation (model - data) of the standardized flux.
+    mse_, md_ : ndarray, shape (n_pix,)
+        The same for the final model on all training stars.
+    cv_mse_grid_ : ndarray, shape (n_pix, n_grid)
+        CV MSE of every grid point.
+    trained_ : ndarray of bool, shape (n_pix,)
+        Pixels with enough good training stars to be modelled.
+    label_names_ : list of str
+    wave_ : ndarray or None
+        Wavelength grid, if given to :meth:`fit`.
+    """
+
+    def __init__(
+        self,
+        param_grid: dict[str, list[float]] | None = None,
+        epsilon: float = 0.05,
+        cv: int = 5,
+        n_jobs: int = -1,
+        random_state: int = 0,
+        backend: str = "libsvm",
+    ) -> None:
+        self.param_grid = _validate_grid(PAPER_SECTION3_GRID if param_grid is None else param_grid)
+        if not (np.isfinite(epsilon) and epsilon >= 0):
+            raise ValueError(f"epsilon must be a non-negative number, got {epsilon!r}.")
+        if not isinstance(cv, (int, np.integer)) or cv < 2:
+            raise ValueError(f"cv must be an integer of at least 2 folds, got {cv!r}.")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+        self.epsilon = float(epsilon)
+        self.cv = int(cv)
+        self.n_jobs = int(n_jobs)
+        self.random_state = int(random_state)
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return (f"SlamModel(param_grid={self.param_grid}, epsilon={self.epsilon}, cv={self.cv}, "
+                f"n_jobs={self.n_jobs}, random_state={self.random_state}, backend={self.backend!r})")
+
+    # ------------------------------------------------------------------ training
+    def _check_training_input(self, flux, ivar, labels, label_names):
+        flux = np.asarray(flux, dtype=float)
+        ivar = np.asarray(ivar, dtype=float)
+        labels = np.asarray(labels, dtype=float)
+        if labels.ndim == 1:
+            labels = labels[:, None]
+        if flux.ndim != 2 or ivar.shape != flux.shape:
+            raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must be 2-D arrays of one shape (n_star, n_pix).")
+        if labels.ndim != 2 or labels.shape[0] != flux.shape[0]:
+            raise ValueError(f"labels {labels.shape} must be (n_star, n_label) with n_star = {flux.shape[0]} as in flux.")
+        bad_rows = np.flatnonzero(~np.all(np.isfinite(labels), axis=1))
+        if bad_rows.size:
+            raise ValueError(f"labels contain NaN or inf in rows {bad_rows[:10].tolist()}; drop those stars before fitting.")
+        if label_names is None:
+            label_names = [f"label_{index}" for index in range(labels.shape[1])]
+        label_names = [str(name) for name in label_names]
+        if len(label_names) != labels.shape[1]:
+            raise ValueError(f"{len(label_names)} label names for {labels.shape[1]} labels.")
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+        empty_rows = np.flatnonzero(~good.any(axis=1))
+        if empty_rows.size:
+            raise ValueError(
+                f"training spectra {empty_rows[:10].tolist()} have no good pixel (ivar <= 0 or non-finite "
+                "everywhere); remove them from the training set."
+            )
+        return flux, labels, good, label_names
+
+    def fit(
+        self,
+        flux: np.ndarray,
+        ivar: np.ndarray,
+        labels: np.ndarray,
+        label_names: list[str] | None = None,
+        *,
+        wave: np.ndarray | None = None,
+    ) -> "SlamModel":
+        """Train one SVR per pixel, choosing (C, gamma) by k-fold cross-validation.
+
+        Parameters
+        ----------
+        flux : ndarray, shape (n_star, n_pix)
+            Continuum-normalized training flux on a common grid.
+        ivar : ndarray, shape (n_star, n_pix)
+            Its inverse variance; pixels with ivar <= 0 or non-finite values are left
+            out of that pixel's fits and CV scores.
+        labels : ndarray, shape (n_star, n_label)
+            Training labels in physical units.
+        label_names : list of str, optional
+        wave : ndarray, shape (n_pix,), optional
+            The wavelength grid, stored with the model.
+
+        Returns
+        -------
+        SlamModel
+            ``self``, fitted.
+        """
+        flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names)
+        if wave is not None and np.shape(wave) != (flux.shape[1],):
+            raise ValueError(f"wave has shape {np.shape(wave)}, expected ({flux.shape[1]},).")
+        folds = svr_folds.kfold_indices(flux.shape[0], self.cv, self.random_state)
+        flux_scaler = Standardizer.fit(flux, good=good)
+        label_scaler = Standardizer.fit(labels)
+        flux_std = np.where(good, flux_scaler.transform(np.where(good, flux, 0.0)), 0.0)
+        labels_std = label_scaler.transform(labels)
+        from slamlib.svr import libsvm
+
+        result = libsvm.train_pixels(
+            labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
+            min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
+        )
+        self._set_fitted(result, flux_scaler, label_scaler, label_names, None if wave is None else np.asarray(wave, float))
+        return self
+
+    def _set_fitted(self, result: TrainingResult, flux_scaler, label_scaler, label_names, wave) -> None:
+        self.training_ = result
+        self.flux_scaler_ = flux_scaler
+        self.label_scaler_ = label_scaler
+        self.label_names_ = list(label_names)
+        self.wave_ = wave
+        self.__dict__.pop("training_model_flux_", None)
+
+    def _require_fitted(self) -> TrainingResult:
+        if not hasattr(self, "training_"):
+            raise ValueError("this SlamModel is not fitted yet; call fit() or SlamModel.load() first.")
+        return self.training_
+
+    # ---------------------------------------------------------- fitted attributes
+    @property
+    def best_params_(self) -> list[dict[str, float]]:
+        result = self._require_fitted()
+        return [{"C": float(c), "gamma": float(g)} for c, g in zip(result.best_c, result.best_gamma)]
+
+    @property
+    def cv_mse_(self) -> np.ndarray:
+        return self._require_fitted().cv_mse
+
+    @property
+    def cv_md_(self) -> np.ndarray:
+        return self._require_fitted().cv_md
+
+    @property
+    def mse_(self) -> np.ndarray:
+        return self._require_fitted().mse
+
+    @property
+    def md_(self) -> np.ndarray:
+        return self._require_fitted().md
+
+    @property
+    def cv_mse_grid_(self) -> np.ndarray:
+        return self._require_fitted().cv_mse_grid
+
+    @property
+    def trained_(self) -> np.ndarray:
+        return self._require_fitted().trained
+
+    @property
+    def n_pix_(self) -> int:
+        return self._require_fitted().expansion.n_pix
+
+    @property
+    def model_variance_(self) -> np.ndarray:
+        """Model variance per pixel in normalized-flux units: CV MSE times the flux scale squared."""
+        result = self._require_fitted()
+        return np.where(result.trained, result.cv_mse, np.inf) * self.flux_scaler_.scale**2
+
+    @cached_property
+    def training_model_flux_(self) -> np.ndarray:
+        """Model spectra at the training labels, shape (n_train, n_pix); used for the initial guess."""
+        expansion = self._require_fitted().expansion
+        return self.flux_scaler_.inverse_transform(expansion.evaluate(expansion.support_labels))
+
+    # ---------------------------------------------------------------- prediction
+    def predict_spectrum(self, labels: np.ndarray) -> np.ndarray:
+        """Normalized model flux for labels in physical units.
+
+        Parameters
+        ----------
+        labels : ndarray, shape (n_label,) or (n_spec, n_label)
+
+        Returns
+        -------
+        ndarray, shape (n_pix,) or (n_spec, n_pix)
+        """
+        result = self._require_fitted()
+        labels = np.asarray(labels, dtype=float)
+        single = labels.ndim == 1
+        labels = np.atleast_2d(labels)
+        if labels.shape[1] != result.expansion.n_label:
+            raise ValueError(f"labels have {labels.shape[1]} columns, the model {result.expansion.n_label} labels.")
+        flux = self.flux_scaler_.inverse_transform(result.expansion.evaluate(self.label_scaler_.transform(labels)))
+        return flux[0] if single else flux
+
+    def predict(
+        self,
+        flux: np.ndarray,
+        ivar: np.ndarray,
+        *,
+        prior: GaussianPrior | None = None,
+        n_jobs: int | None = None,
+    ) -> PredictionResult:
+        """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
+
+        Parameters
+        ----------
+        flux, ivar : ndarray, shape (n_pix,) or (n_spec, n_pix)
+            Normalized flux and inverse variance on the training grid.
+        prior : GaussianPrior, optional
+            Independent Gaussian priors on the labels (physical units).
+        n_jobs : int, optional
+            Workers over chunks of spectra (default: the model's ``n_jobs``).
+
+        Returns
+        -------
+        PredictionResult
+            ``labels``, ``errors``, ``cov``, ``converged``, ``rchi2``, ``rms``, ``n_iter``,
+            ``reason``; spectra that cannot be fitted are flagged, not raised.
+        """
+        result = self._require_fitted()
+        return predict_labels(
+            flux, ivar,
+            expansion=result.expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
+            model_variance=self.model_variance_, usable=result.trained,
+            training_model_flux=self.training_model_flux_, label_names=self.label_names_,
+            prior=prior, n_jobs=self.n_jobs if n_jobs is None else n_jobs,
+        )
+
+    # -------------------------------------------------------------- persistence
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters."""
+        return {"param_grid": self.param_grid, "epsilon": self.epsilon, "cv": self.cv, "n_jobs": self.n_jobs,
+                "random_state": self.random_state, "backend": self.backend}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model as a versioned, checksummed, non-pickle ``.npz`` file.
+
+        See :mod:`slamlib.modelfile` for the format.
+        """
+        result = self._require_fitted()
+        expansion = result.expansion
+        arrays = {
+            "flux_mean": self.flux_scaler_.mean, "flux_scale": self.flux_scaler_.scale,
+            "label_mean": self.label_scaler_.mean, "label_scale": self.label_scaler_.scale,
+            "best_c": result.best_c, "best_gamma": result.best_gamma, "cv_mse_grid": result.cv_mse_grid,
+            "cv_mse": result.cv_mse, "cv_md": result.cv_md, "mse": result.mse, "md": result.md,
+            "trained": result.trained, "support_labels": expansion.support_labels,
+            "dual_coef": expansion.dual_coef, "intercept": expansion.intercept, "gamma": expansion.gamma,
+        }
+        if self.wave_ is not None:
+            arrays["wave"] = self.wave_
+        metadata = {"params": self.get_params(), "label_names": self.label_names_,
+                    "grid_pairs": parameter_pairs(self.param_grid)}
+        return modelfile.save_arrays(path, arrays, metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SlamModel":
+        """Read a model written by :meth:`save` (never executes code from the file)."""
+        arrays, header = modelfile.load_arrays(path)
+        missing = [name for name in _SAVED_ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"{path} lacks the arrays {missing}; it is not a complete SlamModel file.")
+        params = header["metadata"]["params"]
+        model = cls(**params)
+        expansion = KernelExpansion(arrays["support_labels"], arrays["dual_coef"], arrays["intercept"], arrays["gamma"])
+        result = TrainingResult(
+            best_c=arrays["best_c"], best_gamma=arrays["best_gamma"], cv_mse_grid=arrays["cv_mse_grid"],
+            cv_mse=arrays["cv_mse"], cv_md=arrays["cv_md"], mse=arrays["mse"], md=arrays["md"],
+            trained=arrays["trained"].astype(bool), expansion=expansion,
+        )
+        model._set_fitted(
+            result, Standardizer(arrays["flux_mean"], arrays["flux_scale"]),
+            Standardizer(arrays["label_mean"], arrays["label_scale"]),
+            header["metadata"]["label_names"], arrays.get("wave"),
+        )
+        model.file_header_ = header
+        return model

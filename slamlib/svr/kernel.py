@@ -1,0 +1,118 @@
+"""The fitted per-pixel SVRs as one kernel expansion, evaluated for all pixels at once.
+
+Every pixel j has an RBF-kernel expansion over the same training stars:
+
+    f_j(theta) = sum_i beta_ij exp(-gamma_j |theta - x_i|^2) + b_j
+
+with standardized labels ``x_i``. Pixels sharing a ``gamma_j`` share one kernel row,
+so a batch of label vectors is evaluated with one matrix product per distinct gamma,
+and the Jacobian is analytic: d f_j / d theta = -2 gamma_j sum_i beta_ij K_i (theta - x_i).
+Every training backend produces this representation, so prediction does not depend on
+the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["KernelExpansion", "rbf_kernel"]
+
+
+def rbf_kernel(labels_a: np.ndarray, labels_b: np.ndarray, gamma: float) -> np.ndarray:
+    """RBF kernel matrix ``exp(-gamma |a - b|^2)``, shape (n_a, n_b)."""
+    squared_distance = (
+        np.sum(labels_a**2, axis=1)[:, None]
+        + np.sum(labels_b**2, axis=1)[None, :]
+        - 2.0 * labels_a @ labels_b.T
+    )
+    return np.exp(-gamma * np.maximum(squared_distance, 0.0))
+
+
+@dataclass(frozen=True)
+class KernelExpansion:
+    """Per-pixel RBF expansions over a shared set of training labels.
+
+    Attributes
+    ----------
+    support_labels : ndarray, shape (n_star, n_label)
+        Standardized labels of the training stars.
+    dual_coef : ndarray, shape (n_pix, n_star)
+        Dual coefficients beta_ij (zero for stars that are not support vectors of pixel j).
+    intercept : ndarray, shape (n_pix,)
+        Intercepts b_j.
+    gamma : ndarray, shape (n_pix,)
+        RBF width of each pixel.
+    """
+
+    support_labels: np.ndarray
+    dual_coef: np.ndarray
+    intercept: np.ndarray
+    gamma: np.ndarray
+    _groups: list[tuple[float, np.ndarray]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n_pix, n_star = np.shape(self.dual_coef)
+        if np.shape(self.support_labels)[0] != n_star or np.shape(self.intercept) != (n_pix,) or np.shape(self.gamma) != (n_pix,):
+            raise ValueError(
+                "KernelExpansion arrays disagree: support_labels "
+                f"{np.shape(self.support_labels)}, dual_coef {np.shape(self.dual_coef)}, "
+                f"intercept {np.shape(self.intercept)}, gamma {np.shape(self.gamma)}."
+            )
+        groups = [(float(value), np.flatnonzero(self.gamma == value)) for value in np.unique(self.gamma)]
+        object.__setattr__(self, "_groups", groups)
+
+    @property
+    def n_pix(self) -> int:
+        """Number of pixels."""
+        return int(np.shape(self.dual_coef)[0])
+
+    @property
+    def n_label(self) -> int:
+        """Number of labels."""
+        return int(np.shape(self.support_labels)[1])
+
+    def evaluate(self, labels_std: np.ndarray) -> np.ndarray:
+        """Model flux (standardized) for a batch of standardized labels.
+
+        Parameters
+        ----------
+        labels_std : ndarray, shape (n_spec, n_label)
+
+        Returns
+        -------
+        ndarray, shape (n_spec, n_pix)
+        """
+        labels_std = np.atleast_2d(np.asarray(labels_std, dtype=float))
+        flux_std = np.empty((labels_std.shape[0], self.n_pix))
+        for gamma, pixels in self._groups:
+            kernel = rbf_kernel(labels_std, self.support_labels, gamma)
+            flux_std[:, pixels] = kernel @ self.dual_coef[pixels].T + self.intercept[pixels]
+        return flux_std
+
+    def evaluate_with_jacobian(self, labels_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model flux and its derivative with respect to the standardized labels.
+
+        Parameters
+        ----------
+        labels_std : ndarray, shape (n_spec, n_label)
+
+        Returns
+        -------
+        flux_std : ndarray, shape (n_spec, n_pix)
+        jacobian : ndarray, shape (n_spec, n_pix, n_label)
+        """
+        labels_std = np.atleast_2d(np.asarray(labels_std, dtype=float))
+        n_spec = labels_std.shape[0]
+        flux_std = np.empty((n_spec, self.n_pix))
+        jacobian = np.empty((n_spec, self.n_pix, self.n_label))
+        for gamma, pixels in self._groups:
+            kernel = rbf_kernel(labels_std, self.support_labels, gamma)
+            coefficients_t = self.dual_coef[pixels].T
+            kernel_sum = kernel @ coefficients_t
+            flux_std[:, pixels] = kernel_sum + self.intercept[pixels]
+            for label in range(self.n_label):
+                weighted = (kernel * self.support_labels[:, label]) @ coefficients_t
+                jacobian[:, pixels, label] = -2.0 * gamma * (labels_std[:, label, None] * kernel_sum - weighted)
+        return flux_std, jacobian

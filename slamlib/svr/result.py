@@ -1,0 +1,48 @@
+"""What any training backend returns: per-pixel hyperparameters, CV statistics and the fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slamlib.svr.kernel import KernelExpansion
+
+__all__ = ["TrainingResult", "parameter_pairs"]
+
+
+def parameter_pairs(param_grid: dict[str, list[float]]) -> list[tuple[float, float]]:
+    """All (C, gamma) combinations of a grid, C varying slowest."""
+    return [(float(c), float(gamma)) for c in param_grid["C"] for gamma in param_grid["gamma"]]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Per-pixel outcome of training, in standardized flux units.
+
+    Attributes
+    ----------
+    best_c, best_gamma : ndarray, shape (n_pix,)
+        Hyperparameters with the lowest CV MSE (NaN for untrained pixels).
+    cv_mse_grid : ndarray, shape (n_pix, n_grid)
+        CV MSE of every grid point, in :func:`parameter_pairs` order.
+    cv_mse, cv_md : ndarray, shape (n_pix,)
+        CV mean squared error and mean deviation (model - data) at the best point (Eqs. 5-6).
+    mse, md : ndarray, shape (n_pix,)
+        The same for the final model refit on all training stars.
+    trained : ndarray of bool, shape (n_pix,)
+        False for pixels with too few good training stars; such pixels are ignored
+        when predicting.
+    expansion : KernelExpansion
+        The final models of all pixels.
+    """
+
+    best_c: np.ndarray
+    best_gamma: np.ndarray
+    cv_mse_grid: np.ndarray
+    cv_mse: np.ndarray
+    cv_md: np.ndarray
+    mse: np.ndarray
+    md: np.ndarray
+    trained: np.ndarray
+    expansion: KernelExpansion
