@@ -1,0 +1,10 @@
+"""One function per figure of the paper; notebooks only call these.
+
+Every function returns a matplotlib Figure and takes a ``source_label`` naming the data
+(e.g. "mock survey") that is written on the figure.
+"""
+
+from slamlib.plotting.appendix import plot_cv_mse_map, plot_toy_fits
+from slamlib.plotting.style import annotate_source
+
+__all__ = ["plot_toy_fits", "plot_cv_mse_map", "annotate_source"]

@@ -1,0 +1,75 @@
+"""The book: notebooks committed clean and thin, profiles consistent, the smoke profile builds."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slamlib import bookbuild
+from slamlib.results import load_records
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _parameters_cell(path):
+    cells = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name} must have exactly one cell tagged 'parameters'"
+    return "".join(cells[0]["source"])
+
+
+def test_there_are_notebooks_and_every_one_is_in_the_toc():
+    assert NOTEBOOKS
+    assert sorted(bookbuild.chapter_notebooks()) == sorted(p.stem for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_committed_without_outputs(path):
+    for cell in _cells(path):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [] and cell.get("execution_count") is None, f"{path.name} has outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_defaults_are_the_quick_profile(path):
+    defaults = {}
+    for node in ast.parse(_parameters_cell(path)).body:
+        assert isinstance(node, ast.Assign), "the parameters cell holds plain assignments only"
+        defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    assert defaults["data_source"] in {"mock", "lamost"} and "output_dir" in defaults and "profile" in defaults
+    profiles = bookbuild.load_profiles()
+    for profile in bookbuild.PROFILES:
+        overrides = profiles["profiles"][profile][path.stem]
+        assert set(overrides) <= set(defaults), f"{profile} sets parameters {path.stem} does not have"
+    for key, value in profiles["profiles"]["quick"][path.stem].items():
+        assert defaults[key] == value, f"{path.stem}: default {key}={defaults[key]!r}, quick profile {value!r}"
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match="profile"):
+        bookbuild.notebook_parameters("appendix_hyperparameters", "huge")
+
+
+@pytest.mark.book
+def test_smoke_profile_builds_the_book_with_every_expected_output(tmp_path):
+    build_directory = tmp_path / "_build"
+    timings = bookbuild.build_book("smoke", build_directory=build_directory)
+    assert (build_directory / "html" / "index.html").is_file()
+    records = load_records(build_directory / "results")
+    expected = yaml.safe_load((ROOT / "book" / "profiles.yml").read_text())["expected_outputs"]
+    for name in bookbuild.chapter_notebooks():
+        assert (build_directory / "html" / "book" / f"{name}.html").is_file()
+        assert records[name]["parameters"]["profile"] == "smoke"
+        for figure in expected[name].get("figures", []):
+            assert (build_directory / "results" / records[name]["figures"][figure]["path"]).is_file()
+        for table in expected[name].get("tables", []):
+            assert all((build_directory / "results" / p).is_file() for p in records[name]["tables"][table]["paths"])
+        for key in expected[name].get("records", []):
+            assert records[name]["records"][key]["value"] is not None, f"{name}: {key} missing"
+    assert set(timings) >= set(bookbuild.chapter_notebooks()) | {"html"}
