@@ -15,6 +15,7 @@ same reader as real ones.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyWarning
 
 __all__ = ["Spectrum", "SpectrumBatch", "read_lamost", "write_lamost", "LAYOUTS"]
 
@@ -189,43 +191,62 @@ def read_lamost(path: str | Path, *, obsid: int | None = None) -> Spectrum:
         raise ValueError(f"LAMOST spectrum file {path} does not exist.")
     if path.stat().st_size == 0:
         raise ValueError(f"LAMOST spectrum file {path} is empty; download it again.")
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            header = hdul[0].header.copy()
-            if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
-                row = hdul[1].data[0]
-                names = {n.upper() for n in hdul[1].columns.names}
-                missing = {"FLUX", "IVAR", "WAVELENGTH", "ORMASK"} - names
-                if missing:
-                    raise ValueError(f"{path}: table layout lacks columns {sorted(missing)}.")
-                flux, ivar, wave, ormask = (
-                    np.asarray(row[name], dtype=float) for name in ("FLUX", "IVAR", "WAVELENGTH", "ORMASK")
-                )
-                layout = "dr9"
-            else:
-                data = hdul[0].data
-                if data is None or data.ndim != 2 or data.shape[0] < 5:
-                    raise ValueError(
-                        f"{path}: expected a (5, n_pix) primary image or a COADD table, "
-                        f"found data of shape {None if data is None else data.shape}."
-                    )
-                data = np.asarray(data, dtype=float)
-                flux, ivar, ormask = data[0], data[1], data[4]
-                if "WAVELENGTH" in str(header.get("EXTEN0", "")).upper():
-                    wave = data[2]
-                    layout = "dr5"
-                else:
-                    if "COEFF0" not in header or "COEFF1" not in header:
-                        raise ValueError(f"{path}: no wavelength row and no COEFF0/COEFF1 keywords.")
-                    wave = 10.0 ** (header["COEFF0"] + header["COEFF1"] * np.arange(data.shape[1]))
-                    layout = "dr1"
-    except OSError as error:
-        raise ValueError(f"{path} is not a readable FITS file ({error}); download it again.") from error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstropyWarning)
+        try:
+            header, flux, ivar, wave, ormask, layout = _read_arrays(path)
+        except _LayoutError:
+            raise
+        except (OSError, ValueError, TypeError, IndexError) as error:
+            raise ValueError(f"{path} is not a readable FITS file ({error}); download it again.") from error
+    problems = [str(w.message) for w in caught if issubclass(w.category, AstropyWarning)]
+    if problems:
+        raise ValueError(f"{path} looks corrupted or truncated ({problems[0]}); download it again.")
     meta = _meta_from_header(header, path)
     meta["layout"] = layout
     if obsid is not None:
         meta["obsid"] = int(obsid)
     return Spectrum(wave=wave, flux=flux, ivar=ivar, ormask=ormask, meta=meta)
+
+
+class _LayoutError(ValueError):
+    """A readable FITS file that is not a LAMOST spectrum in a known layout."""
+
+
+def _read_arrays(path: Path) -> tuple[fits.Header, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Header, flux, ivar, wave, OR mask and layout of a LAMOST file (raises _LayoutError)."""
+    with fits.open(path, memmap=False) as hdul:
+        header = hdul[0].header.copy()
+        if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
+            if hdul[1].data is None or len(hdul[1].data) == 0:
+                raise _LayoutError(f"{path}: the {hdul[1].name or 'binary'} table has no rows.")
+            row = hdul[1].data[0]
+            names = {n.upper() for n in hdul[1].columns.names}
+            missing = {"FLUX", "IVAR", "WAVELENGTH", "ORMASK"} - names
+            if missing:
+                raise _LayoutError(f"{path}: table layout lacks columns {sorted(missing)}.")
+            flux, ivar, wave, ormask = (
+                np.asarray(row[name], dtype=float) for name in ("FLUX", "IVAR", "WAVELENGTH", "ORMASK")
+            )
+            layout = "dr9"
+        else:
+            data = hdul[0].data
+            if data is None or data.ndim != 2 or data.shape[0] < 5:
+                raise _LayoutError(
+                    f"{path}: expected a (5, n_pix) primary image or a COADD table, "
+                    f"found data of shape {None if data is None else data.shape}."
+                )
+            data = np.asarray(data, dtype=float)
+            flux, ivar, ormask = data[0], data[1], data[4]
+            if "WAVELENGTH" in str(header.get("EXTEN0", "")).upper():
+                wave = data[2]
+                layout = "dr5"
+            else:
+                if "COEFF0" not in header or "COEFF1" not in header:
+                    raise _LayoutError(f"{path}: no wavelength row and no COEFF0/COEFF1 keywords.")
+                wave = 10.0 ** (header["COEFF0"] + header["COEFF1"] * np.arange(data.shape[1]))
+                layout = "dr1"
+    return header, flux, ivar, wave, ormask, layout
 
 
 def _header_for(spectrum: Spectrum, layout: str) -> fits.Header:
@@ -240,6 +261,12 @@ def _header_for(spectrum: Spectrum, layout: str) -> fits.Header:
         ("Z", meta.get("z"), "Redshift"),
         ("CLASS", meta.get("class"), "Spectral class"),
         ("SUBCLASS", meta.get("subclass"), "Spectral subclass"),
+        ("Z_ERR", meta.get("z_err"), "Redshift error"),
+        ("LMJD", meta.get("lmjd"), "Local modified Julian day"),
+        ("MJD", meta.get("mjd"), "Modified Julian day"),
+        ("PLANID", meta.get("planid"), "Plan name"),
+        ("SPID", meta.get("spid"), "Spectrograph id"),
+        ("FIBERID", meta.get("fiberid"), "Fiber id"),
     ] + [(keyword, meta.get(key), f"Signal-to-noise ratio, {key[-1]} band")
          for keyword, key in zip(snr_keys, ("snru", "snrg", "snrr", "snri", "snrz"))]
     if layout == "dr1":
@@ -251,8 +278,8 @@ def _header_for(spectrum: Spectrum, layout: str) -> fits.Header:
             header[keyword] = (value, comment)
     header["VACUUM"] = (True, "Wavelengths are in vacuum")
     log_wave = np.log10(spectrum.wave)
-    header["COEFF0"] = (float(np.round(log_wave[0], 6)), "log10 of the first wavelength [Angstrom]")
-    header["COEFF1"] = (float(np.round(np.median(np.diff(log_wave)), 8)), "log10 wavelength step")
+    header["COEFF0"] = (float(log_wave[0]), "log10 of the first wavelength [Angstrom]")
+    header["COEFF1"] = (float((log_wave[-1] - log_wave[0]) / max(log_wave.size - 1, 1)), "log10 wavelength step")
     return header
 
 
@@ -284,8 +311,8 @@ def write_lamost(spectrum: Spectrum, path: str | Path, *, layout: str = "dr5", o
     header = _header_for(spectrum, layout)
     andmask = np.zeros_like(spectrum.flux, dtype=np.float32)
     if layout == "dr1":
-        step = np.diff(np.log10(spectrum.wave))
-        if not np.allclose(step, header["COEFF1"], rtol=1e-4, atol=0):
+        grid = 10.0 ** (header["COEFF0"] + header["COEFF1"] * np.arange(spectrum.n_pix))
+        if not np.allclose(grid, spectrum.wave, rtol=1e-6, atol=0):
             raise ValueError("The DR1 layout needs a log-linear wavelength grid; use layout='dr5'.")
         header["EXTEN0"] = "Flux Inverse Subcontinuum Andmask Ormask"
         subcontinuum = np.ones_like(spectrum.flux)
