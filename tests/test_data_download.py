@@ -455,11 +455,8 @@ def test_refused_range_starts_again(server, tmp_path):
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("SLAMLIB_CACHE_DIR", str(tmp_path / "mine"))
-    assert default_cache_dir() == tmp_path / "mine"
-    monkeypatch.delenv("SLAMLIB_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "slamlib"
+    monkeypatch.setenv("SLAMLIB_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine" / "downloads"
 
 
 def test_invalid_options_are_rejected(tmp_path):

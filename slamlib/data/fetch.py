@@ -116,15 +116,14 @@ def redact_url(url: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Where downloads go when no ``cache_dir`` is given.
+    """Where downloads go when no ``cache_dir`` is given: ``<project cache>/downloads``.
 
-    ``$SLAMLIB_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/slamlib``, else
-    ``~/.cache/slamlib``. The directory is not created here.
+    The project cache is :func:`slamlib.cache.cache_dir` (``$SLAMLIB_CACHE`` if set, else the
+    repository's ``data/cache``), so generated and downloaded data share one place.
     """
-    if os.environ.get("SLAMLIB_CACHE_DIR"):
-        return Path(os.environ["SLAMLIB_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "slamlib"
+    from slamlib.cache import cache_dir
+
+    return cache_dir() / "downloads"
 
 
 def sha1_of_file(path: str | Path) -> str:
