@@ -97,6 +97,20 @@ class PredictionResult:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @classmethod
+    def combine(cls, parts: list["PredictionResult"], positions: list[np.ndarray], n_spec: int) -> "PredictionResult":
+        """Merge results of disjoint subsets: ``parts[i]`` holds the spectra at ``positions[i]``."""
+        fields = ("labels", "errors", "cov", "converged", "rchi2", "rms", "n_iter", "n_good_pixels",
+                  "initial_labels", "reason")
+        merged = {}
+        for name in fields:
+            template = getattr(parts[0], name)
+            values = np.empty((n_spec,) + template.shape[1:], dtype=template.dtype)
+            for part, position in zip(parts, positions):
+                values[position] = getattr(part, name)
+            merged[name] = values
+        return cls(**merged, label_names=list(parts[0].label_names))
+
     def to_table(self) -> Table:
         """The results as an astropy Table: one column per label and per label error."""
         table = Table()
@@ -274,6 +288,7 @@ def predict_labels(
     model_variance: np.ndarray,
     usable: np.ndarray,
     training_model_flux: np.ndarray,
+    training_labels_std: np.ndarray,
     label_names: list[str],
     prior: GaussianPrior | None = None,
     n_jobs: int = 1,
@@ -295,6 +310,8 @@ def predict_labels(
         Trained pixels.
     training_model_flux : ndarray, shape (n_train, n_pix)
         Model spectra at the training labels, for the initial guess.
+    training_labels_std : ndarray, shape (n_train, n_label)
+        The standardized labels of those spectra.
     label_names : list of str
     prior : GaussianPrior, optional
     n_jobs : int
@@ -318,7 +335,7 @@ def predict_labels(
         )
     weights = pixel_weights(flux, ivar, model_variance, usable)
     start_index = initial_guess(np.nan_to_num(flux), weights, training_model_flux)
-    starts_std = expansion.support_labels[start_index]
+    starts_std = training_labels_std[start_index]
     prior_std = None
     if prior is not None:
         if prior.mean.size != expansion.n_label:

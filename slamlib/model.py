@@ -8,6 +8,8 @@ fitted state and checks the caller's input.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -177,11 +179,13 @@ class SlamModel:
         labels_std = label_scaler.transform(labels)
         from slamlib.svr import libsvm
 
+        start = time.perf_counter()
         result = libsvm.train_pixels(
             labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
             min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
         )
         self._set_fitted(result, flux_scaler, label_scaler, label_names, None if wave is None else np.asarray(wave, float))
+        self.training_seconds_ = time.perf_counter() - start
         return self
 
     def _set_fitted(self, result: TrainingResult, flux_scaler, label_scaler, label_names, wave) -> None:
@@ -294,9 +298,60 @@ class SlamModel:
             flux, ivar,
             expansion=result.expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
             model_variance=self.model_variance_, usable=result.trained,
-            training_model_flux=self.training_model_flux_, label_names=self.label_names_,
-            prior=prior, n_jobs=self.n_jobs if n_jobs is None else n_jobs,
+            training_model_flux=self.training_model_flux_, training_labels_std=result.expansion.support_labels,
+            label_names=self.label_names_, prior=prior, n_jobs=self.n_jobs if n_jobs is None else n_jobs,
         )
+
+    def predict_cv(
+        self,
+        flux: np.ndarray,
+        ivar: np.ndarray,
+        *,
+        prior: GaussianPrior | None = None,
+        n_jobs: int | None = None,
+    ) -> PredictionResult:
+        """Cross-validated labels of the training spectra.
+
+        Every training star is fitted with the CV fold models (each pixel at its chosen C and
+        gamma) that were trained without it, so the result measures how well SLAM labels stars
+        it has not seen: the paper's CV scatter and bias (Eqs. 9-10), and the leave-one-fold-out
+        clipping of Section 4.2.
+
+        Parameters
+        ----------
+        flux, ivar : ndarray, shape (n_train, n_pix)
+            The training spectra, in the order given to :meth:`fit`.
+        prior : GaussianPrior, optional
+        n_jobs : int, optional
+
+        Returns
+        -------
+        PredictionResult
+            One row per training star.
+        """
+        result = self._require_fitted()
+        if result.fold_expansions is None:
+            raise ValueError("this model holds no CV fold models (saved without them); retrain it to get CV labels.")
+        n_train = result.expansion.support_labels.shape[0]
+        flux = np.asarray(flux, dtype=float)
+        ivar = np.asarray(ivar, dtype=float)
+        if flux.shape[0] != n_train or ivar.shape != flux.shape:
+            raise ValueError(f"predict_cv needs the {n_train} training spectra in fit order, got flux {flux.shape}, ivar {ivar.shape}.")
+        parts, positions = [], []
+        for fold_number, fold_expansion in enumerate(result.fold_expansions):
+            held_out = np.flatnonzero(result.fold_of_star == fold_number)
+            fit_stars = np.flatnonzero(result.fold_of_star != fold_number)
+            fit_labels_std = result.expansion.support_labels[fit_stars]
+            parts.append(predict_labels(
+                flux[held_out], ivar[held_out],
+                expansion=fold_expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
+                model_variance=self.model_variance_, usable=result.trained,
+                training_model_flux=self.flux_scaler_.inverse_transform(fold_expansion.evaluate(fit_labels_std)),
+                training_labels_std=fit_labels_std, label_names=self.label_names_, prior=prior,
+                n_jobs=self.n_jobs if n_jobs is None else n_jobs,
+            ))
+            positions.append(held_out)
+        return PredictionResult.combine(parts, positions, n_train)
 
     # -------------------------------------------------------------- persistence
     def get_params(self) -> dict[str, Any]:
@@ -304,8 +359,15 @@ class SlamModel:
         return {"param_grid": self.param_grid, "epsilon": self.epsilon, "cv": self.cv, "n_jobs": self.n_jobs,
                 "random_state": self.random_state, "backend": self.backend}
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, include_cv_models: bool = True) -> Path:
         """Write the fitted model as a versioned, checksummed, non-pickle ``.npz`` file.
+
+        Parameters
+        ----------
+        path : str or Path
+        include_cv_models : bool
+            Also store the CV fold models (needed by :meth:`predict_cv`; they make the file
+            about ``cv`` times larger).
 
         See :mod:`slamlib.modelfile` for the format.
         """
@@ -321,8 +383,12 @@ class SlamModel:
         }
         if self.wave_ is not None:
             arrays["wave"] = self.wave_
+        if include_cv_models and result.fold_expansions is not None:
+            arrays["fold_dual_coef"] = np.stack([fold.dual_coef for fold in result.fold_expansions])
+            arrays["fold_intercept"] = np.stack([fold.intercept for fold in result.fold_expansions])
+            arrays["fold_of_star"] = result.fold_of_star
         metadata = {"params": self.get_params(), "label_names": self.label_names_,
-                    "grid_pairs": parameter_pairs(self.param_grid)}
+                    "grid_pairs": parameter_pairs(self.param_grid), "n_train": int(expansion.support_labels.shape[0])}
         return modelfile.save_arrays(path, arrays, metadata)
 
     @classmethod
@@ -340,6 +406,10 @@ class SlamModel:
             cv_mse=arrays["cv_mse"], cv_md=arrays["cv_md"], mse=arrays["mse"], md=arrays["md"],
             trained=arrays["trained"].astype(bool), expansion=expansion,
         )
+        if "fold_dual_coef" in arrays:
+            fold_expansions = [KernelExpansion(arrays["support_labels"], coefficients, intercept, arrays["gamma"])
+                               for coefficients, intercept in zip(arrays["fold_dual_coef"], arrays["fold_intercept"])]
+            result = dataclasses.replace(result, fold_expansions=fold_expansions, fold_of_star=arrays["fold_of_star"])
         model._set_fitted(
             result, Standardizer(arrays["flux_mean"], arrays["flux_scale"]),
             Standardizer(arrays["label_mean"], arrays["label_scale"]),

@@ -200,3 +200,31 @@ def test_damaged_tampered_and_newer_files_are_refused(fitted, tmp_path):
         SlamModel.load(newer)
     with pytest.raises(ValueError, match="does not exist"):
         SlamModel.load(tmp_path / "missing.npz")
+
+
+def test_cv_labels_come_from_models_that_never_saw_the_star(fitted, data, tmp_path):
+    labels, flux, ivar = data
+    cv_prediction = fitted.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN])
+    assert len(cv_prediction) == N_TRAIN and cv_prediction.converged.all()
+    cv_residual = cv_prediction.labels - labels[:N_TRAIN]
+    in_sample = fitted.predict(flux[:N_TRAIN], ivar[:N_TRAIN]).labels - labels[:N_TRAIN]
+    held_out = fitted.predict(flux[N_TRAIN:], ivar[N_TRAIN:]).labels - labels[N_TRAIN:]
+    # CV labels behave like labels of unseen stars, not like the (slightly optimistic) in-sample ones.
+    # Robust scatter: the toy flux depends on sin(3 logg), so a rare star at the range edge finds
+    # the mirror solution.
+    def robust_scatter(residual):
+        return 1.4826 * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
+
+    assert np.all(robust_scatter(cv_residual) >= robust_scatter(in_sample))
+    assert np.all(robust_scatter(cv_residual) < 2.0 * robust_scatter(held_out))
+    # Each star's CV model has zero weight on the star itself.
+    result = fitted.training_
+    for fold_number, fold_model in enumerate(result.fold_expansions):
+        assert np.all(fold_model.dual_coef[:, result.fold_of_star == fold_number] == 0)
+    loaded = SlamModel.load(fitted.save(tmp_path / "with_folds.npz"))
+    np.testing.assert_array_equal(loaded.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN]).labels, cv_prediction.labels)
+    slim = SlamModel.load(fitted.save(tmp_path / "slim.npz", include_cv_models=False))
+    with pytest.raises(ValueError, match="no CV fold models"):
+        slim.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN])
+    with pytest.raises(ValueError, match="training spectra"):
+        fitted.predict_cv(flux[:10], ivar[:10])

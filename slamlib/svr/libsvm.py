@@ -12,6 +12,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.svm import SVR
 
+from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
 from slamlib.svr.result import TrainingResult, parameter_pairs
 
@@ -56,22 +57,26 @@ def train_pixel(
     -------
     dict
         ``cv_mse_grid`` (n_grid,), ``best`` (index into pairs), ``cv_mse``, ``cv_md``,
-        ``mse``, ``md``, ``dual_coef`` (n_star,), ``intercept``.
+        ``mse``, ``md``, ``dual_coef`` (n_star,), ``intercept``, and the CV fold models at
+        the best point: ``fold_dual_coef`` (n_fold, n_star), ``fold_intercept`` (n_fold,).
     """
     n_star = labels_std.shape[0]
     squared_error_sum = np.zeros(len(pairs))
     deviation_sum = np.zeros(len(pairs))
+    fold_dual_coef = np.zeros((len(pairs), len(folds), n_star))
+    fold_intercept = np.zeros((len(pairs), len(folds)))
     n_scored = 0
-    for train, test in folds:
+    for fold_number, (train, test) in enumerate(folds):
         train, test = train[good[train]], test[good[test]]
-        if test.size == 0:
-            continue
-        n_scored += test.size
         for index, (c, gamma) in enumerate(pairs):
-            _, predicted = _fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon)
-            residual = predicted - flux_std[test]
-            squared_error_sum[index] += np.sum(residual**2)
-            deviation_sum[index] += np.sum(residual)
+            regressor, predicted = _fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon)
+            fold_dual_coef[index, fold_number, train[regressor.support_]] = regressor.dual_coef_[0]
+            fold_intercept[index, fold_number] = regressor.intercept_[0]
+            if test.size:
+                residual = predicted - flux_std[test]
+                squared_error_sum[index] += np.sum(residual**2)
+                deviation_sum[index] += np.sum(residual)
+        n_scored += test.size
     cv_mse_grid = squared_error_sum / n_scored
     best = int(np.argmin(cv_mse_grid))
     c, gamma = pairs[best]
@@ -89,6 +94,8 @@ def train_pixel(
         "md": float(np.mean(residual)),
         "dual_coef": dual_coef,
         "intercept": float(regressor.intercept_[0]),
+        "fold_dual_coef": fold_dual_coef[best],
+        "fold_intercept": fold_intercept[best],
     }
 
 
@@ -153,7 +160,11 @@ def train_pixels(
     statistics = {name: np.full(n_pix, np.nan) for name in ("cv_mse", "cv_md", "mse", "md")}
     dual_coef = np.zeros((n_pix, n_star))
     intercept = np.zeros(n_pix)
+    fold_dual_coef = np.zeros((len(folds), n_pix, n_star))
+    fold_intercept = np.zeros((len(folds), n_pix))
     for column, result in zip(columns, pixel_results):
+        fold_dual_coef[:, column] = result["fold_dual_coef"]
+        fold_intercept[:, column] = result["fold_intercept"]
         best_c[column], best_gamma[column] = pairs[result["best"]]
         cv_mse_grid[column] = result["cv_mse_grid"]
         for name in statistics:
@@ -162,5 +173,9 @@ def train_pixels(
         intercept[column] = result["intercept"]
     # Untrained pixels predict the training mean (0 in standardized units) and are ignored.
     gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
-    expansion = KernelExpansion(labels_std.copy(), dual_coef, intercept, gamma_for_expansion)
-    return TrainingResult(best_c, best_gamma, cv_mse_grid, trained=trained, expansion=expansion, **statistics)
+    support_labels = labels_std.copy()
+    expansion = KernelExpansion(support_labels, dual_coef, intercept, gamma_for_expansion)
+    fold_expansions = [KernelExpansion(support_labels, fold_dual_coef[k], fold_intercept[k], gamma_for_expansion)
+                       for k in range(len(folds))]
+    return TrainingResult(best_c, best_gamma, cv_mse_grid, trained=trained, expansion=expansion,
+                          fold_expansions=fold_expansions, fold_of_star=fold_assignment(folds, n_star), **statistics)

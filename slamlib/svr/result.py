@@ -35,6 +35,12 @@ class TrainingResult:
         when predicting.
     expansion : KernelExpansion
         The final models of all pixels.
+    fold_expansions : list of KernelExpansion, optional
+        The CV models at each pixel's chosen (C, gamma), one per fold, each trained without
+        that fold's stars: they predict labels of training stars they never saw (CV label
+        scatter, leave-one-fold-out clipping) and form an ensemble for label uncertainties.
+    fold_of_star : ndarray of int, shape (n_star,), optional
+        The fold in which each training star was held out.
     """
 
     best_c: np.ndarray
@@ -46,3 +52,5 @@ class TrainingResult:
     md: np.ndarray
     trained: np.ndarray
     expansion: KernelExpansion
+    fold_expansions: list[KernelExpansion] | None = None
+    fold_of_star: np.ndarray | None = None
