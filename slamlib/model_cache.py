@@ -1,0 +1,74 @@
+"""Trained models cached on disk by a hash of what made them, shared between chapters.
+
+A model is identified by the data it was trained on (the data set's cache key) and the
+model's constructor parameters. The first call trains and saves ``models/<hash>.npz`` (the
+regular model file) and ``models/<hash>.json`` (the parameters and the training time); later
+calls with the same key load the file instead of retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+from slamlib.cache import cache_dir, parameter_hash
+from slamlib.model import SlamModel
+
+__all__ = ["cached_model"]
+
+
+def cached_model(
+    data_key: str,
+    model_parameters: dict[str, Any],
+    fit: Callable[[SlamModel], SlamModel],
+    *,
+    use_cache: bool = True,
+) -> tuple[SlamModel, dict[str, Any]]:
+    """Load the model trained on ``data_key`` with ``model_parameters``, or train and cache it.
+
+    Parameters
+    ----------
+    data_key : str
+        Identifies the training data (e.g. a data set's ``cache_key`` plus a subset name).
+    model_parameters : dict
+        Keyword arguments of :class:`SlamModel`; ``n_jobs`` does not enter the key, as it does
+        not change the result.
+    fit : callable
+        ``fit(model)`` trains the fresh model and returns it.
+    use_cache : bool
+        False trains without reading or writing the cache.
+
+    Returns
+    -------
+    model : SlamModel
+    provenance : dict
+        ``training_seconds`` (of the run that trained it), ``from_cache`` and ``key``.
+    """
+    key_parameters = {key: value for key, value in model_parameters.items() if key != "n_jobs"}
+    key = parameter_hash({"data": data_key, "model": key_parameters})
+    directory = cache_dir() / "models"
+    model_path, info_path = directory / f"{key}.npz", directory / f"{key}.json"
+    if use_cache and model_path.is_file() and info_path.is_file():
+        try:
+            model = SlamModel.load(model_path)
+        except ValueError:
+            model = None  # a damaged entry is retrained below
+        if model is not None:
+            model.n_jobs = int(model_parameters.get("n_jobs", model.n_jobs))
+            provenance = json.loads(info_path.read_text())
+            return model, {**provenance, "from_cache": True}
+    start = time.perf_counter()
+    model = fit(SlamModel(**model_parameters))
+    provenance = {"key": key, "data": data_key, "model_parameters": key_parameters,
+                  "training_seconds": time.perf_counter() - start}
+    if use_cache:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
+        descriptor, temporary = tempfile.mkstemp(dir=directory, suffix=".partial")
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(provenance, handle, indent=1, sort_keys=True)
+        os.replace(temporary, info_path)
+    return model, {**provenance, "from_cache": False}
