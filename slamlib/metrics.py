@@ -401,7 +401,8 @@ def fit_error_model(
     covariance : ndarray, shape (3, 3)
         Their covariance as estimated by ``curve_fit`` (residuals scaled to unit
         reduced chi-square); filled with ``inf`` when it cannot be estimated
-        (a degenerate fit, e.g. a flat scatter curve).
+        (a degenerate fit, e.g. a flat scatter curve). When the fit does not converge
+        (a scatter curve the model cannot follow), parameters and covariance are NaN.
 
     Raises
     ------
@@ -432,11 +433,16 @@ def fit_error_model(
     with warnings.catch_warnings():
         # A covariance that cannot be estimated comes back as inf; documented above.
         warnings.simplefilter("ignore", OptimizeWarning)
-        parameters, covariance = curve_fit(
-            error_model, signal_to_noise, scatter_values, p0=start,
-            bounds=(np.zeros(_N_ERROR_MODEL_PARAMETERS), np.full(_N_ERROR_MODEL_PARAMETERS, np.inf)),
-            method="trf",
-        )
+        try:
+            parameters, covariance = curve_fit(
+                error_model, signal_to_noise, scatter_values, p0=start,
+                bounds=(np.zeros(_N_ERROR_MODEL_PARAMETERS), np.full(_N_ERROR_MODEL_PARAMETERS, np.inf)),
+                method="trf", max_nfev=10000,
+            )
+        except RuntimeError:
+            # No convergence (e.g. a scatter that does not fall with S/N): say so with NaN, not a guess.
+            nan = np.full(_N_ERROR_MODEL_PARAMETERS, np.nan)
+            return nan, np.full((_N_ERROR_MODEL_PARAMETERS, _N_ERROR_MODEL_PARAMETERS), np.nan)
     return parameters, covariance
 
 

@@ -273,3 +273,15 @@ def test_cods_nan_and_bad_shapes():
     assert np.all(np.isnan(cod_label[:, 0])) and np.all(np.isfinite(cod_label[:, 1]))
     with pytest.raises(ValueError, match="n_label, n_pix"):
         coefficients_of_dependence(np.zeros(3), np.zeros((2, 4)))
+
+
+def test_error_model_fit_that_cannot_converge_returns_nan_not_a_guess(monkeypatch):
+    import slamlib.metrics as metrics_module
+
+    def no_convergence(*args, **kwargs):
+        raise RuntimeError("Optimal parameters not found: The maximum number of function evaluations is exceeded.")
+
+    monkeypatch.setattr(metrics_module, "curve_fit", no_convergence)
+    snr = np.array([10.0, 20.0, 40.0, 80.0, 160.0])
+    parameters, covariance = metrics_module.fit_error_model(snr, 0.1 + np.exp(-snr / 30))
+    assert parameters.shape == (3,) and np.all(np.isnan(parameters)) and np.all(np.isnan(covariance))
