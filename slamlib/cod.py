@@ -17,6 +17,7 @@ import numpy as np
 
 from slamlib.metrics import coefficients_of_dependence
 from slamlib.model import SlamModel
+from slamlib.model_cache import cached_model
 
 __all__ = ["CodResult", "leave_one_label_out"]
 
@@ -53,6 +54,7 @@ def leave_one_label_out(
     model_parameters: dict[str, Any] | None = None,
     statistic: str = "cv_mse",
     full_model: SlamModel | None = None,
+    cache_key: str | None = None,
 ) -> CodResult:
     """Train SLAM with all labels and without each label; return the CODs.
 
@@ -69,6 +71,9 @@ def leave_one_label_out(
         Which per-pixel MSE the CODs use: cross-validated (default) or on the training set.
     full_model : SlamModel, optional
         An already fitted model with all labels on the same data (saves one training).
+    cache_key : str, optional
+        Identifies the training data; when given, every model is taken from (or put in) the
+        model cache (:func:`slamlib.model_cache.cached_model`), so reruns do not retrain.
 
     Returns
     -------
@@ -82,14 +87,21 @@ def leave_one_label_out(
     if len(label_names) != labels.shape[1]:
         raise ValueError(f"{len(label_names)} label names for {labels.shape[1]} labels.")
     model_parameters = dict(model_parameters or {})
+
+    def train(columns: list[int], name: str) -> SlamModel:
+        names = [label_names[column] for column in columns]
+        fit = lambda fresh: fresh.fit(flux, ivar, labels[:, columns], names)  # noqa: E731
+        if cache_key is None:
+            return fit(SlamModel(**model_parameters))
+        return cached_model(f"{cache_key}/{name}", model_parameters, fit)[0]
+
     if full_model is None:
-        full_model = SlamModel(**model_parameters).fit(flux, ivar, labels, label_names)
+        full_model = train(list(range(labels.shape[1])), "all labels")
     attribute = f"{statistic}_"
     mse_full = getattr(full_model, attribute)
     mse_without_label = np.empty((labels.shape[1], mse_full.size))
     for index in range(labels.shape[1]):
         kept = [column for column in range(labels.shape[1]) if column != index]
-        reduced = SlamModel(**model_parameters).fit(flux, ivar, labels[:, kept], [label_names[c] for c in kept])
-        mse_without_label[index] = getattr(reduced, attribute)
+        mse_without_label[index] = getattr(train(kept, f"without {label_names[index]}"), attribute)
     cod_full, cod_label = coefficients_of_dependence(mse_full, mse_without_label)
     return CodResult(list(label_names), mse_full, mse_without_label, cod_full, cod_label)
