@@ -53,6 +53,11 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """Python scalars and lists for numpy values, NaN kept (prose shows "nan", not a crash)."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
 def _write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     with os.fdopen(descriptor, "w") as handle:
@@ -117,9 +122,9 @@ class Recorder:
         self.records[key] = {"value": _json_value(value), "unit": unit, "paper": _json_value(paper),
                              "description": description}
         self.save()
-        _glue(glue_name(key), self.records[key]["value"])
+        _glue(glue_name(key), _plain(value))
         if paper is not None:
-            _glue(glue_name(key) + "_paper", self.records[key]["paper"])
+            _glue(glue_name(key) + "_paper", _plain(paper))
         return value
 
     def save_figure(self, figure, name: str, *, caption: str) -> Path:
