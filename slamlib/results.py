@@ -53,6 +53,21 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _show_in_notebook(figure, caption: str) -> None:
+    """Display a figure and its caption in a notebook kernel, then close it (shown exactly once)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(figure)
+        display(Markdown(f"*{caption}*"))
+    plt.close(figure)
+
+
 def _plain(value: Any) -> Any:
     """Python scalars and lists for numpy values, NaN kept (prose shows "nan", not a crash)."""
     return value.tolist() if hasattr(value, "tolist") else value
@@ -128,13 +143,17 @@ class Recorder:
         return value
 
     def save_figure(self, figure, name: str, *, caption: str) -> Path:
-        """Save a matplotlib figure as ``figures/<notebook>-<name>.png`` and register it."""
+        """Save a matplotlib figure as ``figures/<notebook>-<name>.png`` and register it.
+
+        Inside a notebook the figure is shown once, followed by its caption, and closed.
+        """
         directory = Path(self.output_dir) / "figures"
         directory.mkdir(exist_ok=True)
         path = directory / f"{self.notebook}-{name}.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
         self.figures[name] = {"path": str(path.relative_to(self.output_dir)), "caption": caption}
         self.save()
+        _show_in_notebook(figure, caption)
         return path
 
     def save_table(self, table, name: str, *, caption: str, formats: tuple[str, ...] = ("ecsv",)) -> list[Path]:
