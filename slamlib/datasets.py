@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from slamlib.cache import cached_arrays, parameter_hash
 __all__ = ["SurveySample", "DATA_SOURCES", "APOGEE_LABELS", "code_fingerprint", "load_lasp_test", "load_apogee_common"]
 
 DATA_SOURCES = ("mock", "lamost")
+_LOG = logging.getLogger(__name__)
 
 #: The six test bins of S/N_g of the paper's Section 3.
 LASP_TEST_SNR_BINS = ((5, 20), (20, 40), (40, 60), (60, 80), (80, 100), (100, 120))
@@ -96,11 +98,77 @@ def code_fingerprint(*modules) -> str:
 def _check_source(data_source: str) -> None:
     if data_source not in DATA_SOURCES:
         raise ValueError(f"data_source must be one of {DATA_SOURCES}, got {data_source!r}.")
-    if data_source == "lamost":
-        raise ValueError(
-            'data_source="lamost" needs the LAMOST/APOGEE downloads of slamlib.data, which this chapter '
-            'does not wire up yet; use data_source="mock".'
-        )
+
+
+def _survey_sample(name: str, labels: Table, n_jobs: int, base_url: str | None) -> SurveySample:
+    """Real spectra of ``labels["obsid"]``: downloaded into the verified cache, read, prepared, cached.
+
+    Spectra that cannot be downloaded or read are dropped (logged); ``labels.meta["n_missing"]``
+    says how many.
+    """
+    from slamlib import data, io
+
+    obsids = np.asarray(labels["obsid"], dtype=np.int64)
+    key_parameters = {"sample": name, "obsids": hashlib.sha256(obsids.tobytes()).hexdigest(),
+                      "code": code_fingerprint(preprocess, io)}
+
+    def generate() -> dict[str, np.ndarray]:
+        paths = data.download_spectra(obsids, data.default_cache_dir() / "lamost_spectra", base_url=base_url,
+                                      on_error="skip", progress=False)
+        spectra, kept = [], []
+        for index, (obsid, path) in enumerate(zip(obsids, paths)):
+            if path is None:
+                continue
+            try:
+                spectra.append(io.read_lamost(path, obsid=int(obsid)))
+            except ValueError as error:
+                _LOG.warning("skipping obsid %s: %s", obsid, error)
+                continue
+            kept.append(index)
+        if not spectra:
+            raise ValueError(f"none of the {obsids.size} spectra of {name} could be downloaded and read; "
+                             'check the network or use data_source="mock".')
+        prepared = preprocess.prepare(spectra, n_jobs=n_jobs)
+        return {"wave": prepared.wave, "flux": prepared.flux.astype(np.float32), "ivar": prepared.ivar.astype(np.float32),
+                "n_bad": np.asarray(prepared.n_bad), "kept": np.asarray(kept, dtype=np.int64)}
+
+    arrays = cached_arrays(f"{name}_lamost", key_parameters, generate)
+    kept_labels = labels[arrays["kept"]]
+    kept_labels.meta["n_missing"] = int(obsids.size - arrays["kept"].size)
+    kept_labels["n_bad"] = arrays["n_bad"]
+    return SurveySample(kept_labels, arrays["wave"], arrays["flux"].astype(float), arrays["ivar"].astype(float),
+                        arrays["n_bad"], "lamost", parameter_hash(key_parameters))
+
+
+def _random_rows(table: Table, n_rows: int, rng: np.random.Generator) -> Table:
+    if len(table) <= n_rows:
+        return table
+    return table[np.sort(rng.choice(len(table), n_rows, replace=False))]
+
+
+def _lamost_lasp_labels(catalog: Table, n_train: int, n_test_per_bin: int, seed: int) -> Table:
+    """The Section 3 selection from a LAMOST catalogue, in the column names of the mock sample."""
+    from slamlib import data
+
+    rng = np.random.default_rng(seed)
+    training = _random_rows(data.select_lasp_training(catalog).table, n_train, rng)
+    training["set"] = "train"
+    training["snr_bin"] = "120-140"
+    test = data.select_lasp_test(catalog).table
+    parts = [training]
+    for number, (low, high) in enumerate(LASP_TEST_SNR_BINS):
+        in_bin = _random_rows(test[np.asarray(test["snr_bin"]) == number], n_test_per_bin, rng)
+        in_bin["set"] = "test"
+        in_bin.remove_column("snr_bin")
+        in_bin["snr_bin"] = f"{low:g}-{high:g}"
+        parts.append(in_bin)
+    from astropy.table import vstack
+
+    labels = vstack([Table(part, masked=False) for part in parts], metadata_conflicts="silent")
+    for name in ("teff", "logg", "feh"):
+        labels.rename_column(name, f"{name}_cat")
+    labels["snr_g"] = labels["snrg"]
+    return labels
 
 
 def _mock_sample(name: str, labels: Table, seed: int, parameters: dict, n_jobs: int) -> SurveySample:
@@ -122,9 +190,15 @@ def _mock_sample(name: str, labels: Table, seed: int, parameters: dict, n_jobs: 
 
 
 def load_lasp_test(
-    data_source: str = "mock", *, n_train: int = 2000, n_test_per_bin: int = 300, seed: int = 0, n_jobs: int = 1
+    data_source: str = "mock", *, n_train: int = 2000, n_test_per_bin: int = 300, seed: int = 0, n_jobs: int = 1,
+    catalog: Table | None = None, base_url: str | None = None,
 ) -> SurveySample:
     """The Section 3 sample: a training set at 120 < S/N_g < 140 and six test bins.
+
+    With ``data_source="lamost"`` the stars are drawn (seeded) from the LAMOST DR5 LASP catalogue
+    (``catalog``, default :func:`slamlib.data.lamost_catalog`, which needs the network) with the
+    paper's Section 3.2 cuts, and their spectra are downloaded (``base_url`` overrides the archive,
+    e.g. a mirror) into the verified cache.
 
     Returns
     -------
@@ -133,6 +207,11 @@ def load_lasp_test(
         labels ``teff_cat``, ``logg_cat``, ``feh_cat`` and, for the mock, the true labels.
     """
     _check_source(data_source)
+    if data_source == "lamost":
+        from slamlib import data
+
+        catalog = data.lamost_catalog() if catalog is None else catalog
+        return _survey_sample("lasp_test", _lamost_lasp_labels(catalog, n_train, n_test_per_bin, seed), n_jobs, base_url)
     labels = mock.lasp_test_sample(n_train, n_test_per_bin, seed)
     return _mock_sample("lasp_test", labels, seed,
                         {"n_train": n_train, "n_test_per_bin": n_test_per_bin, "seed": seed}, n_jobs)
@@ -159,8 +238,15 @@ def _standardize_mock_common(table: Table) -> Table:
     return table
 
 
-def load_apogee_common(data_source: str = "mock", *, n_star: int = 4000, seed: int = 0, n_jobs: int = 1) -> SurveySample:
+def load_apogee_common(
+    data_source: str = "mock", *, n_star: int = 4000, seed: int = 0, n_jobs: int = 1,
+    lamost_catalog: Table | None = None, apogee_catalog: Table | None = None, base_url: str | None = None,
+) -> SurveySample:
     """The Section 4 sample: APOGEE-LAMOST common stars (K giants and others).
+
+    With ``data_source="lamost"``: LAMOST DR5 and APOGEE DR15 catalogues (default: fetched by
+    :mod:`slamlib.data`, which needs the network), cross-matched by position, ``n_star`` drawn
+    (seeded), spectra downloaded into the verified cache.
 
     Returns
     -------
@@ -171,6 +257,13 @@ def load_apogee_common(data_source: str = "mock", *, n_star: int = 4000, seed: i
         for the mock also the true labels ``<label>_true``.
     """
     _check_source(data_source)
+    if data_source == "lamost":
+        from slamlib import data
+
+        lamost = data.lamost_catalog() if lamost_catalog is None else lamost_catalog
+        apogee = data.apogee_catalog() if apogee_catalog is None else apogee_catalog
+        common = _random_rows(data.crossmatch(lamost, apogee), n_star, np.random.default_rng(seed))
+        return _survey_sample("apogee_common", common, n_jobs, base_url)
     labels = mock.apogee_common_sample(n_star, seed)
     sample = _mock_sample("apogee_common", labels, seed, {"n_star": n_star, "seed": seed}, n_jobs)
     return dataclasses.replace(sample, labels=_standardize_mock_common(sample.labels))
