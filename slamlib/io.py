@@ -197,7 +197,7 @@ def read_lamost(path: str | Path, *, obsid: int | None = None) -> Spectrum:
             header, flux, ivar, wave, ormask, layout = _read_arrays(path)
         except _LayoutError:
             raise
-        except (OSError, ValueError, TypeError, IndexError) as error:
+        except (OSError, ValueError, TypeError, IndexError, KeyError, AttributeError, fits.VerifyError) as error:
             raise ValueError(f"{path} is not a readable FITS file ({error}); download it again.") from error
     problems = [str(w.message) for w in caught if issubclass(w.category, AstropyWarning)]
     if problems:
@@ -215,7 +215,8 @@ class _LayoutError(ValueError):
 
 def _read_arrays(path: Path) -> tuple[fits.Header, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """Header, flux, ivar, wave, OR mask and layout of a LAMOST file (raises _LayoutError)."""
-    with fits.open(path, memmap=False) as hdul:
+    # Our own handle: astropy leaves its file open when a damaged header makes fits.open fail.
+    with open(path, "rb") as handle, fits.open(handle, memmap=False) as hdul:
         header = hdul[0].header.copy()
         if len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU):
             if hdul[1].data is None or len(hdul[1].data) == 0:

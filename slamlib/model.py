@@ -148,6 +148,7 @@ class SlamModel:
         label_names: list[str] | None = None,
         *,
         wave: np.ndarray | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> "SlamModel":
         """Train one SVR per pixel, choosing (C, gamma) by k-fold cross-validation.
 
@@ -163,6 +164,12 @@ class SlamModel:
         label_names : list of str, optional
         wave : ndarray, shape (n_pix,), optional
             The wavelength grid, stored with the model.
+        checkpoint_dir : str or Path, optional
+            Train block by block and write each finished block of pixels to this directory
+            (:mod:`slamlib.checkpoint`). Fitting again with the same directory resumes an
+            interrupted training and gives the same model as an uninterrupted run. A directory
+            holding the checkpoint of different data or parameters raises
+            :class:`slamlib.checkpoint.CheckpointMismatchError` instead of being reused.
 
         Returns
         -------
@@ -179,11 +186,21 @@ class SlamModel:
         labels_std = label_scaler.transform(labels)
         from slamlib.svr import libsvm
 
+        train_pixels = libsvm.train_pixels
         start = time.perf_counter()
-        result = libsvm.train_pixels(
-            labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
-            min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
-        )
+        if checkpoint_dir is None:
+            result = train_pixels(
+                labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
+                min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
+            )
+        else:
+            from slamlib.checkpoint import train_pixels_resumable
+
+            result = train_pixels_resumable(
+                train_pixels, labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
+                min_good_stars=2 * self.cv, n_jobs=self.n_jobs, checkpoint_dir=checkpoint_dir,
+                backend=self.backend,
+            )
         self._set_fitted(result, flux_scaler, label_scaler, label_names, None if wave is None else np.asarray(wave, float))
         self.training_seconds_ = time.perf_counter() - start
         return self

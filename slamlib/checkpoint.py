@@ -1,0 +1,330 @@
+"""Resumable per-pixel training: one checkpoint file per block of pixels.
+
+:func:`train_pixels_resumable` wraps any training backend whose ``train_pixels`` has the
+signature of :func:`slamlib.svr.libsvm.train_pixels`. The pixels are cut into fixed blocks
+of ``block_size`` consecutive columns (the cut does not depend on ``n_jobs``). Blocks are
+trained in parallel, each by one backend call on its own columns of the standardized flux,
+and every finished block is written at once to ``block-NNNNNN.npz`` in the checkpoint
+directory. A rerun with the same directory loads the finished blocks and trains only the
+others, so an interrupted training (Ctrl-C, SIGKILL, a crash) loses at most the blocks in
+progress, and the assembled result is bit for bit that of an uninterrupted run: every pixel
+is trained from the same inputs whether it ran before or after the interruption.
+
+Keying. The directory holds ``checkpoint.json`` with a SHA-256 *training key* over
+everything that shapes the result: the standardized labels and flux, the good-pixel
+mask, the CV folds, the grid, epsilon, the minimum number of good stars, the backend, the
+block size and the versions of slamlib, numpy, scipy and scikit-learn. Every block file
+repeats the key. A directory whose key differs from the current training (other data,
+parameters or library versions) is never reused: :func:`train_pixels_resumable` raises
+:class:`CheckpointMismatchError` (a ``ValueError``) naming the directory; delete it (or
+call :func:`clear_checkpoint`, or ``slam train --restart``) to start afresh. A block file
+that is damaged or carries another key is ignored and retrained.
+
+Files are written to a temporary name and renamed (:func:`slamlib.modelfile.save_arrays`),
+so a kill during a write never leaves a half-written block that looks complete; the
+format is the checksummed, pickle-free npz of :mod:`slamlib.modelfile`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from slamlib import modelfile
+from slamlib.progress import make_progress_bar
+from slamlib.svr.folds import fold_assignment
+from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.result import TrainingResult, parameter_pairs
+
+__all__ = [
+    "CHECKPOINT_BLOCK_SIZE",
+    "CHECKPOINT_FORMAT_VERSION",
+    "CheckpointMismatchError",
+    "clear_checkpoint",
+    "train_pixels_resumable",
+    "training_key",
+]
+
+#: Pixels per checkpoint block (an interruption loses at most the blocks in progress).
+CHECKPOINT_BLOCK_SIZE = 32
+#: Version of the checkpoint directory layout.
+CHECKPOINT_FORMAT_VERSION = 1
+
+_MANIFEST = "checkpoint.json"
+_LOG = logging.getLogger(__name__)
+
+# Per-pixel arrays of one block, as stored in a block file.
+_BLOCK_ARRAYS = ("best_c", "best_gamma", "cv_mse_grid", "cv_mse", "cv_md", "mse", "md", "trained",
+                 "dual_coef", "intercept", "gamma")
+
+TrainPixels = Callable[..., TrainingResult]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint directory holds the checkpoint of a different training."""
+
+
+def training_key(
+    labels_std: np.ndarray,
+    flux_std: np.ndarray,
+    good: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    parameters: dict[str, Any],
+) -> str:
+    """SHA-256 over the training inputs, parameters and library versions.
+
+    Parameters
+    ----------
+    labels_std : ndarray, shape (n_star, n_label)
+    flux_std : ndarray, shape (n_star, n_pix)
+    good : ndarray of bool, shape (n_star, n_pix)
+    folds : list of (train_index, test_index)
+    parameters : dict
+        JSON-serializable description of everything else that changes the result
+        (grid, epsilon, backend, block size...).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    arrays = {"labels_std": labels_std, "flux_std": flux_std, "good": np.asarray(good, dtype=bool)}
+    for number, (train, test) in enumerate(folds):
+        arrays[f"fold{number}_train"] = np.asarray(train, dtype=np.int64)
+        arrays[f"fold{number}_test"] = np.asarray(test, dtype=np.int64)
+    digest = hashlib.sha256(modelfile.array_checksum(arrays).encode())
+    description = {"parameters": parameters, "library_versions": modelfile.library_versions(),
+                   "format_version": CHECKPOINT_FORMAT_VERSION}
+    digest.update(json.dumps(description, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def clear_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Delete a checkpoint directory written by :func:`train_pixels_resumable`.
+
+    Refuses directories that do not look like one (no ``checkpoint.json`` and files other
+    than block files), so a mistyped path cannot wipe unrelated data.
+    """
+    directory = Path(checkpoint_dir)
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory; it cannot be a slamlib checkpoint.")
+    foreign = _foreign_files(directory)
+    if foreign:
+        raise ValueError(
+            f"{directory} holds files that are not slamlib checkpoint files ({foreign[:5]}); "
+            "delete it by hand if you really mean to."
+        )
+    shutil.rmtree(directory)
+
+
+def _write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(content, handle, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _foreign_files(directory: Path) -> list[str]:
+    """Names in ``directory`` that a checkpoint never writes."""
+    own = ("block-", ".block-", _MANIFEST, f".{_MANIFEST}")
+    return sorted(path.name for path in directory.iterdir() if not path.name.startswith(own))
+
+
+def _open_directory(directory: Path, key: str, description: dict[str, Any]) -> None:
+    """Create the checkpoint directory or check that it belongs to this training."""
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"checkpoint directory {directory} is a file; give a new or empty folder.")
+    directory.mkdir(parents=True, exist_ok=True)
+    foreign = _foreign_files(directory)
+    if foreign:
+        raise ValueError(
+            f"checkpoint directory {directory} holds other files ({foreign[:5]}); give a new or empty folder "
+            "(or an existing slamlib checkpoint)."
+        )
+    manifest_path = directory / _MANIFEST
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CheckpointMismatchError(
+                f"{manifest_path} is damaged ({error}); delete the checkpoint directory {directory} to start afresh."
+            ) from error
+        if manifest.get("key") != key:
+            raise CheckpointMismatchError(
+                f"the checkpoint in {directory} belongs to a different training (other data, parameters or "
+                f"library versions: key {str(manifest.get('key'))[:12]}..., this training {key[:12]}...); "
+                "it will not be reused. Delete the directory (slam train --restart) or choose another "
+                "checkpoint directory."
+            )
+        return
+    _write_json_atomically(manifest_path, {"key": key, **description})
+
+
+def _block_path(directory: Path, number: int) -> Path:
+    return directory / f"block-{number:06d}.npz"
+
+
+def _load_block(path: Path, key: str, columns: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The arrays of a finished block, or None if absent, damaged or from another training."""
+    if not path.exists():
+        return None
+    try:
+        arrays, header = modelfile.load_arrays(path)
+    except ValueError as error:
+        _LOG.warning("ignoring damaged checkpoint block %s (%s); it is retrained.", path.name, error)
+        return None
+    metadata = header.get("metadata", {})
+    if metadata.get("key") != key or not np.array_equal(arrays.get("columns"), columns):
+        _LOG.warning("ignoring checkpoint block %s of another training; it is retrained.", path.name)
+        return None
+    return arrays
+
+
+def _block_arrays(result: TrainingResult, columns: np.ndarray) -> dict[str, np.ndarray]:
+    expansion = result.expansion
+    arrays = {
+        "columns": np.asarray(columns, dtype=np.int64),
+        "best_c": result.best_c, "best_gamma": result.best_gamma, "cv_mse_grid": result.cv_mse_grid,
+        "cv_mse": result.cv_mse, "cv_md": result.cv_md, "mse": result.mse, "md": result.md,
+        "trained": np.asarray(result.trained, dtype=bool),
+        "dual_coef": expansion.dual_coef, "intercept": expansion.intercept, "gamma": expansion.gamma,
+    }
+    if result.fold_expansions is not None:
+        arrays["fold_dual_coef"] = np.stack([fold.dual_coef for fold in result.fold_expansions])
+        arrays["fold_intercept"] = np.stack([fold.intercept for fold in result.fold_expansions])
+    return arrays
+
+
+def _assemble(blocks: list[dict[str, np.ndarray]], labels_std: np.ndarray, folds, n_pix: int) -> TrainingResult:
+    """Concatenate block arrays (blocks cover 0..n_pix-1 in order) into one TrainingResult."""
+    merged = {name: np.concatenate([block[name] for block in blocks]) for name in _BLOCK_ARRAYS}
+    if merged["best_c"].shape != (n_pix,):
+        raise ValueError(f"checkpoint blocks cover {merged['best_c'].shape[0]} pixels, expected {n_pix}.")
+    support_labels = np.array(labels_std, dtype=float, copy=True)
+    expansion = KernelExpansion(support_labels, merged["dual_coef"], merged["intercept"], merged["gamma"])
+    fold_expansions = fold_of_star = None
+    if all("fold_dual_coef" in block for block in blocks):
+        fold_dual_coef = np.concatenate([block["fold_dual_coef"] for block in blocks], axis=1)
+        fold_intercept = np.concatenate([block["fold_intercept"] for block in blocks], axis=1)
+        fold_expansions = [KernelExpansion(support_labels, coefficients, intercept, merged["gamma"])
+                           for coefficients, intercept in zip(fold_dual_coef, fold_intercept)]
+        fold_of_star = fold_assignment(folds, support_labels.shape[0])
+    return TrainingResult(
+        best_c=merged["best_c"], best_gamma=merged["best_gamma"], cv_mse_grid=merged["cv_mse_grid"],
+        cv_mse=merged["cv_mse"], cv_md=merged["cv_md"], mse=merged["mse"], md=merged["md"],
+        trained=merged["trained"].astype(bool), expansion=expansion,
+        fold_expansions=fold_expansions, fold_of_star=fold_of_star,
+    )
+
+
+def _train_block(train_pixels: TrainPixels, labels_std, flux_block, good_block, folds, param_grid, epsilon,
+                 min_good_stars) -> TrainingResult:
+    return train_pixels(labels_std, flux_block, good_block, folds, param_grid, epsilon,
+                        min_good_stars=min_good_stars, n_jobs=1)
+
+
+def train_pixels_resumable(
+    train_pixels: TrainPixels,
+    labels_std: np.ndarray,
+    flux_std: np.ndarray,
+    good: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    param_grid: dict[str, list[float]],
+    epsilon: float,
+    *,
+    min_good_stars: int,
+    n_jobs: int = -1,
+    checkpoint_dir: str | Path,
+    backend: str,
+    block_size: int = CHECKPOINT_BLOCK_SIZE,
+) -> TrainingResult:
+    """Train all pixels block by block with any backend, checkpointing every block.
+
+    Parameters
+    ----------
+    train_pixels : callable
+        A backend's ``train_pixels`` (signature of :func:`slamlib.svr.libsvm.train_pixels`).
+    labels_std : ndarray, shape (n_star, n_label)
+    flux_std : ndarray, shape (n_star, n_pix)
+    good : ndarray of bool, shape (n_star, n_pix)
+    folds : list of (train_index, test_index)
+    param_grid : dict with keys "C" and "gamma"
+    epsilon : float
+    min_good_stars : int
+    n_jobs : int
+        joblib workers over blocks (-1: all cores); the backend runs single-threaded
+        inside each block.
+    checkpoint_dir : str or Path
+        Directory of the checkpoint (created if missing).
+    backend : str
+        The backend's name; part of the training key.
+    block_size : int
+        Pixels per block; part of the training key (blocks must be identical on resume).
+
+    Returns
+    -------
+    TrainingResult
+        The same arrays as one ``train_pixels`` call over all pixels would return, for
+        backends whose per-pixel result does not depend on the other pixels of a call (LIBSVM);
+        a batched backend may differ from its own single call at the rounding level. Resumed
+        and uninterrupted runs with one ``block_size`` are always bit-identical.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        If ``checkpoint_dir`` holds the checkpoint of a different training.
+    """
+    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+    n_pix = flux_std.shape[1]
+    description = {"backend": str(backend), "grid_pairs": parameter_pairs(param_grid), "epsilon": float(epsilon),
+                   "min_good_stars": int(min_good_stars), "block_size": int(block_size), "n_pix": int(n_pix),
+                   "n_star": int(flux_std.shape[0]), "n_label": int(labels_std.shape[1]), "n_folds": len(folds)}
+    key = training_key(labels_std, flux_std, good, folds, description)
+    directory = Path(checkpoint_dir)
+    _open_directory(directory, key, description)
+
+    block_columns = [np.arange(start, min(start + block_size, n_pix)) for start in range(0, n_pix, block_size)]
+    blocks: list[dict[str, np.ndarray] | None] = [
+        _load_block(_block_path(directory, number), key, columns) for number, columns in enumerate(block_columns)
+    ]
+    n_done = sum(block is not None for block in blocks)
+    if n_done:
+        _LOG.info("resuming from %s: %d of %d pixel blocks already trained.", directory, n_done, len(blocks))
+    pending = [number for number, block in enumerate(blocks) if block is None]
+    n_done_pixels = sum(block_columns[number].size for number in range(len(blocks)) if blocks[number] is not None)
+    # Blocks run in parallel (one block per task, the backend single-threaded inside it) and are
+    # checkpointed in order as they come back; the block boundaries do not depend on n_jobs.
+    tasks = (
+        delayed(_train_block)(train_pixels, labels_std, np.ascontiguousarray(flux_std[:, block_columns[number]]),
+                              np.ascontiguousarray(good[:, block_columns[number]]), folds, param_grid, epsilon,
+                              min_good_stars)
+        for number in pending
+    )
+    with make_progress_bar(total=n_pix, initial=n_done_pixels, unit="pixel", desc="training") as bar:
+        results = Parallel(n_jobs=n_jobs if len(pending) > 1 else 1, return_as="generator")(tasks)
+        for number, result in zip(pending, results):
+            columns = block_columns[number]
+            arrays = _block_arrays(result, columns)
+            modelfile.save_arrays(_block_path(directory, number), arrays, {"key": key, "block": number})
+            blocks[number] = arrays
+            bar.update(columns.size)
+            _LOG.debug("checkpointed pixel block %d/%d (pixels %d-%d).", number + 1, len(blocks),
+                       columns[0], columns[-1])
+    return _assemble(blocks, labels_std, folds, n_pix)

@@ -1,0 +1,181 @@
+"""Checkpointed training: same result as a plain fit, resumes after Ctrl-C or SIGKILL, never reuses a foreign checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slamlib import SlamModel, modelfile
+from slamlib.checkpoint import CheckpointMismatchError, clear_checkpoint, train_pixels_resumable
+from slamlib.scaling import Standardizer
+from slamlib.svr import libsvm
+from slamlib.svr.folds import kfold_indices
+from survey_files import write_survey
+from synthetic_data import LABEL_NAMES, make_data
+
+PARAMETERS = {"param_grid": {"C": [10.0, 100.0], "gamma": [0.1]}, "cv": 3, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    labels, flux, ivar = make_data(n_star=36, n_pix=40, rng=np.random.default_rng(3))
+    ivar[5, :30] = 0.0  # a star with bad pixels
+    ivar[:31, 7] = 0.0  # a pixel with too few good stars: left untrained
+    return labels, flux, ivar
+
+
+@pytest.fixture(scope="module")
+def plain_model(data):
+    labels, flux, ivar = data
+    return SlamModel(n_jobs=1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES)
+
+
+def model_arrays(model: SlamModel, path: Path) -> dict[str, np.ndarray]:
+    model.save(path)
+    arrays, _ = modelfile.load_arrays(path)
+    return arrays
+
+
+def assert_same_model(model_a: SlamModel, model_b: SlamModel, tmp_path: Path) -> None:
+    arrays_a = model_arrays(model_a, tmp_path / "a.npz")
+    arrays_b = model_arrays(model_b, tmp_path / "b.npz")
+    assert sorted(arrays_a) == sorted(arrays_b)
+    for name in arrays_a:
+        assert arrays_a[name].tobytes() == arrays_b[name].tobytes(), name
+
+
+def standardized_inputs(data):
+    labels, flux, ivar = data
+    good = np.isfinite(flux) & (ivar > 0)
+    flux_std = np.where(good, Standardizer.fit(flux, good=good).transform(np.where(good, flux, 0.0)), 0.0)
+    return Standardizer.fit(labels).transform(labels), flux_std, good, kfold_indices(len(labels), 3, 0)
+
+
+def test_checkpointed_fit_equals_plain_fit_bit_for_bit(data, plain_model, tmp_path):
+    labels, flux, ivar = data
+    checkpointed = SlamModel(n_jobs=2, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES,
+                                                        checkpoint_dir=tmp_path / "checkpoint")
+    assert not checkpointed.trained_[7]
+    assert sorted(path.name for path in (tmp_path / "checkpoint").iterdir()) == [
+        "block-000000.npz", "block-000001.npz", "checkpoint.json"]
+    assert_same_model(plain_model, checkpointed, tmp_path)
+
+
+class Interrupting:
+    """A backend that trains like ``train_pixels`` but raises KeyboardInterrupt on block number ``stop_at``."""
+
+    def __init__(self, train_pixels, stop_at: int | None = None) -> None:
+        self.train_pixels, self.calls, self.stop_at = train_pixels, 0, stop_at
+
+    def __call__(self, *arguments, **options):
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return self.train_pixels(*arguments, **options)
+
+
+def batched_backend():
+    return pytest.importorskip("slamlib.svr.batched").train_pixels
+
+
+@pytest.mark.parametrize("backend", [lambda: libsvm.train_pixels, batched_backend], ids=["libsvm", "batched"])
+def test_interrupted_training_resumes_with_only_the_missing_blocks(data, tmp_path, backend):
+    train_pixels = backend()
+    arguments = (*standardized_inputs(data), PARAMETERS["param_grid"], 0.05)
+    options = {"min_good_stars": 6, "n_jobs": 1, "backend": "test", "block_size": 8}
+    reference = train_pixels_resumable(Interrupting(train_pixels), *arguments, checkpoint_dir=tmp_path / "reference",
+                                       **options)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_pixels_resumable(Interrupting(train_pixels, stop_at=2), *arguments,
+                               checkpoint_dir=tmp_path / "resumed", **options)
+    assert len(list((tmp_path / "resumed").glob("block-*.npz"))) == 2
+    backend = Interrupting(train_pixels)
+    resumed = train_pixels_resumable(backend, *arguments, checkpoint_dir=tmp_path / "resumed", **options)
+    assert backend.calls == 3  # 40 pixels in blocks of 8: 2 loaded, 3 trained
+    for name in ("best_c", "best_gamma", "cv_mse_grid", "cv_mse", "cv_md", "mse", "md", "trained", "fold_of_star"):
+        expected, actual = getattr(reference, name), getattr(resumed, name)
+        assert (expected is None and actual is None) or expected.tobytes() == actual.tobytes(), name
+    assert (reference.fold_expansions is None) == (resumed.fold_expansions is None)
+    for expansion_a, expansion_b in zip([reference.expansion, *(reference.fold_expansions or [])],
+                                        [resumed.expansion, *(resumed.fold_expansions or [])]):
+        for name in ("support_labels", "dual_coef", "intercept", "gamma"):
+            assert getattr(expansion_a, name).tobytes() == getattr(expansion_b, name).tobytes()
+
+
+def test_checkpoint_of_other_data_or_parameters_is_refused(data, tmp_path):
+    labels, flux, ivar = data
+    directory = tmp_path / "checkpoint"
+    SlamModel(n_jobs=1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+    with pytest.raises(CheckpointMismatchError, match="different training"):
+        SlamModel(n_jobs=1, epsilon=0.1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+    changed_flux = flux.copy()
+    changed_flux[0, 0] += 1e-9
+    with pytest.raises(CheckpointMismatchError, match="Delete the directory"):
+        SlamModel(n_jobs=1, **PARAMETERS).fit(changed_flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+    clear_checkpoint(directory)
+    assert not directory.exists()
+    SlamModel(n_jobs=1, epsilon=0.1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+
+
+def test_damaged_or_foreign_blocks_are_retrained(data, plain_model, tmp_path):
+    labels, flux, ivar = data
+    directory = tmp_path / "checkpoint"
+    SlamModel(n_jobs=1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+    block = directory / "block-000001.npz"
+    block.write_bytes(block.read_bytes()[:200])  # truncated
+    (directory / ".block-000000.npz.abc.partial").write_bytes(b"left by a kill during a write")
+    resumed = SlamModel(n_jobs=1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=directory)
+    assert_same_model(plain_model, resumed, tmp_path)
+    clear_checkpoint(directory)  # the partial file is a checkpoint file too
+    assert not directory.exists()
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_neither_used_nor_cleared(data, tmp_path):
+    labels, flux, ivar = data
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="holds other files"):
+        SlamModel(n_jobs=1, **PARAMETERS).fit(flux, ivar, labels, LABEL_NAMES, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="not slamlib checkpoint files"):
+        clear_checkpoint(tmp_path)
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.slow
+def test_training_killed_with_sigkill_resumes_to_the_same_model_file(tmp_path):
+    table, arrays = write_survey(tmp_path, n_star=36, n_pix=320, seed=4)
+    options = ["--labels", *LABEL_NAMES, "--arrays", arrays, "--grid-c", "10", "--grid-gamma", "0.1",
+               "--cv", "3", "--n-jobs", "1", "--seed", "2"]
+    command = [sys.executable, "-m", "slamlib.cli", "train", table, *options]
+    environment = {**os.environ, "SLAMLIB_CACHE": str(tmp_path / "cache")}
+
+    checkpoint = tmp_path / "killed.npz.checkpoint"
+    process = subprocess.Popen([*map(str, command), "--output", str(tmp_path / "killed.npz")], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(checkpoint.glob("block-*.npz")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert process.poll() is None, "training ended before it could be killed; give it more pixels"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    n_blocks = len(list(checkpoint.glob("block-*.npz")))
+    assert 1 <= n_blocks < 10 and not (tmp_path / "killed.npz").exists()
+
+    resumed = subprocess.run([*map(str, command), "--output", str(tmp_path / "killed.npz"), "-v"], env=environment,
+                             capture_output=True, text=True, check=True)
+    assert f"{n_blocks} of 10 pixel blocks already trained" in resumed.stderr
+    assert not checkpoint.exists()  # removed once the model is saved
+    subprocess.run([*map(str, command), "--output", str(tmp_path / "straight.npz")], env=environment,
+                   capture_output=True, check=True)
+    assert (tmp_path / "killed.npz").read_bytes() == (tmp_path / "straight.npz").read_bytes()
+    killed, _ = modelfile.load_arrays(tmp_path / "killed.npz")
+    straight, _ = modelfile.load_arrays(tmp_path / "straight.npz")
+    for name in straight:
+        assert killed[name].tobytes() == straight[name].tobytes(), name
