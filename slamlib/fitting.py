@@ -278,6 +278,34 @@ def _fit_chunk(flux, weights, starts_std, expansion, flux_scaler, prior_std):
     return results
 
 
+#: Spectra fitted together by the batched method (bounds memory: chunk x n_pix x n_label Jacobians).
+BATCH_CHUNK = 256
+
+
+def _fit_batched(flux, weights, starts_std, expansion, flux_scaler, prior_std) -> list[_SingleFit]:
+    """Batched Levenberg-Marquardt over the fittable spectra; unfittable ones flagged as in the reference."""
+    from slamlib.fitting_batched import levenberg_marquardt_batch
+
+    n_label = expansion.n_label
+    reasons = [_unfittable_reason(f, w, n_label) for f, w in zip(flux, weights)]
+    fits: list[_SingleFit | None] = [
+        _SingleFit(np.full(n_label, np.nan), np.full((n_label, n_label), np.nan), False, np.nan, np.nan, 0, reason)
+        if reason else None for reason in reasons
+    ]
+    fittable = np.flatnonzero([not reason for reason in reasons])
+    clean_flux = np.where(weights > 0, flux, 0.0)
+    for start in range(0, fittable.size, BATCH_CHUNK):
+        rows = fittable[start:start + BATCH_CHUNK]
+        batch = levenberg_marquardt_batch(clean_flux[rows], weights[rows], starts_std[rows], expansion, flux_scaler,
+                                          prior_std=prior_std)
+        n_good = np.count_nonzero(weights[rows], axis=1)
+        for position, row in enumerate(rows):
+            fits[row] = _SingleFit(batch.labels_std[position], batch.cov_std[position], bool(batch.converged[position]),
+                                   float(batch.chi2[position] / max(n_good[position] - n_label, 1)),
+                                   float(batch.rms[position]), int(batch.n_iter[position]), batch.reason[position])
+    return fits
+
+
 def predict_labels(
     flux: np.ndarray,
     ivar: np.ndarray,
@@ -293,6 +321,7 @@ def predict_labels(
     prior: GaussianPrior | None = None,
     n_jobs: int = 1,
     chunk_size: int = 64,
+    method: str = "batched",
 ) -> PredictionResult:
     """Fit the labels of a batch of spectra.
 
@@ -317,7 +346,12 @@ def predict_labels(
     n_jobs : int
         joblib workers over chunks of spectra.
     chunk_size : int
-        Spectra per joblib task.
+        Spectra per joblib task (reference method).
+    method : {"batched", "reference"}
+        "batched": Levenberg-Marquardt on chunks of spectra at once
+        (:func:`slamlib.fitting_batched.levenberg_marquardt_batch`); "reference": one
+        ``scipy.optimize.least_squares(method="lm")`` per spectrum. Both minimize the same
+        objective from the same start.
 
     Returns
     -------
@@ -341,13 +375,18 @@ def predict_labels(
         if prior.mean.size != expansion.n_label:
             raise ValueError(f"the prior has {prior.mean.size} labels, the model {expansion.n_label}.")
         prior_std = (label_scaler.transform(prior.mean), prior.sigma / label_scaler.scale)
-    chunks = range(0, flux.shape[0], chunk_size)
-    chunk_results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_chunk)(flux[s:s + chunk_size], weights[s:s + chunk_size], starts_std[s:s + chunk_size],
-                            expansion, flux_scaler, prior_std)
-        for s in chunks
-    )
-    fits = [fit for chunk in chunk_results for fit in chunk]
+    if method == "batched":
+        fits = _fit_batched(flux, weights, starts_std, expansion, flux_scaler, prior_std)
+    elif method == "reference":
+        chunks = range(0, flux.shape[0], chunk_size)
+        chunk_results = Parallel(n_jobs=n_jobs)(
+            delayed(_fit_chunk)(flux[s:s + chunk_size], weights[s:s + chunk_size], starts_std[s:s + chunk_size],
+                                expansion, flux_scaler, prior_std)
+            for s in chunks
+        )
+        fits = [fit for chunk in chunk_results for fit in chunk]
+    else:
+        raise ValueError(f'method must be "batched" or "reference", got {method!r}.')
     labels_std = np.array([fit.labels_std for fit in fits]).reshape(len(fits), expansion.n_label)
     cov_std = np.array([fit.cov_std for fit in fits]).reshape(len(fits), expansion.n_label, expansion.n_label)
     scale = label_scaler.scale

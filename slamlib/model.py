@@ -292,6 +292,7 @@ class SlamModel:
         *,
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
+        method: str = "batched",
     ) -> PredictionResult:
         """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
 
@@ -302,7 +303,10 @@ class SlamModel:
         prior : GaussianPrior, optional
             Independent Gaussian priors on the labels (physical units).
         n_jobs : int, optional
-            Workers over chunks of spectra (default: the model's ``n_jobs``).
+            Workers over chunks of spectra for the reference method (default: the model's ``n_jobs``).
+        method : {"batched", "reference"}
+            "batched" (default): Levenberg-Marquardt on many spectra at once, all kernel work
+            as matrix products; "reference": ``scipy.optimize.least_squares`` per spectrum.
 
         Returns
         -------
@@ -317,6 +321,7 @@ class SlamModel:
             model_variance=self.model_variance_, usable=result.trained,
             training_model_flux=self.training_model_flux_, training_labels_std=result.expansion.support_labels,
             label_names=self.label_names_, prior=prior, n_jobs=self.n_jobs if n_jobs is None else n_jobs,
+            method=method,
         )
 
     def predict_cv(

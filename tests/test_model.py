@@ -228,3 +228,28 @@ def test_cv_labels_come_from_models_that_never_saw_the_star(fitted, data, tmp_pa
         slim.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN])
     with pytest.raises(ValueError, match="training spectra"):
         fitted.predict_cv(flux[:10], ivar[:10])
+
+
+def test_batched_levenberg_marquardt_agrees_with_the_scipy_reference(fitted, data):
+    labels, flux, ivar = data
+    batched = fitted.predict(flux[N_TRAIN:], ivar[N_TRAIN:], method="batched")
+    reference = fitted.predict(flux[N_TRAIN:], ivar[N_TRAIN:], method="reference")
+    assert batched.converged.all() and reference.converged.all()
+    difference_in_errors = np.abs(batched.labels - reference.labels) / reference.errors
+    assert np.median(difference_in_errors) < 1e-3
+    assert np.mean(difference_in_errors < 0.01) >= 0.95  # "within 1% of the formal errors"
+    np.testing.assert_allclose(batched.errors, reference.errors, rtol=0.02)
+    np.testing.assert_allclose(batched.rchi2, reference.rchi2, rtol=0.01)
+    with pytest.raises(ValueError, match="method"):
+        fitted.predict(flux[:2], ivar[:2], method="newton")
+
+
+def test_batched_prediction_flags_unfittable_spectra_like_the_reference(fitted, data):
+    _, flux, ivar = data
+    flux_batch, ivar_batch = flux[N_TRAIN:N_TRAIN + 3].copy(), ivar[N_TRAIN:N_TRAIN + 3].copy()
+    flux_batch[0] = np.nan
+    ivar_batch[1, :] = 0.0
+    for method in ("batched", "reference"):
+        result = fitted.predict(flux_batch, ivar_batch, method=method)
+        assert result.converged.tolist() == [False, False, True]
+        assert result.reason[0] == "no finite flux" and "no good pixels" in result.reason[1]

@@ -50,7 +50,10 @@ class KernelExpansion:
     dual_coef: np.ndarray
     intercept: np.ndarray
     gamma: np.ndarray
-    _groups: list[tuple[float, np.ndarray]] = field(init=False, repr=False, compare=False)
+    _groups: list[tuple[float, slice]] = field(init=False, repr=False, compare=False)
+    _coefficients_sorted_t: np.ndarray = field(init=False, repr=False, compare=False)
+    _intercept_sorted: np.ndarray = field(init=False, repr=False, compare=False)
+    _unsort: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n_pix, n_star = np.shape(self.dual_coef)
@@ -60,8 +63,15 @@ class KernelExpansion:
                 f"{np.shape(self.support_labels)}, dual_coef {np.shape(self.dual_coef)}, "
                 f"intercept {np.shape(self.intercept)}, gamma {np.shape(self.gamma)}."
             )
-        groups = [(float(value), np.flatnonzero(self.gamma == value)) for value in np.unique(self.gamma)]
-        object.__setattr__(self, "_groups", groups)
+        # Pixels sorted by gamma, so each gamma group is a contiguous block of columns of one
+        # (n_star, n_pix) coefficient matrix: every product below is a plain GEMM on a view.
+        order = np.argsort(self.gamma, kind="stable")
+        values, starts = np.unique(self.gamma[order], return_index=True)
+        stops = np.append(starts[1:], n_pix)
+        object.__setattr__(self, "_groups", [(float(v), slice(int(a), int(b))) for v, a, b in zip(values, starts, stops)])
+        object.__setattr__(self, "_coefficients_sorted_t", np.ascontiguousarray(np.asarray(self.dual_coef)[order].T))
+        object.__setattr__(self, "_intercept_sorted", np.asarray(self.intercept)[order])
+        object.__setattr__(self, "_unsort", np.argsort(order))
 
     @property
     def n_pix(self) -> int:
@@ -85,11 +95,12 @@ class KernelExpansion:
         ndarray, shape (n_spec, n_pix)
         """
         labels_std = np.atleast_2d(np.asarray(labels_std, dtype=float))
-        flux_std = np.empty((labels_std.shape[0], self.n_pix))
-        for gamma, pixels in self._groups:
+        flux_sorted = np.empty((labels_std.shape[0], self.n_pix))
+        for gamma, block in self._groups:
             kernel = rbf_kernel(labels_std, self.support_labels, gamma)
-            flux_std[:, pixels] = kernel @ self.dual_coef[pixels].T + self.intercept[pixels]
-        return flux_std
+            flux_sorted[:, block] = kernel @ self._coefficients_sorted_t[:, block]
+        flux_sorted += self._intercept_sorted
+        return flux_sorted[:, self._unsort]
 
     def evaluate_with_jacobian(self, labels_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model flux and its derivative with respect to the standardized labels.
@@ -105,14 +116,15 @@ class KernelExpansion:
         """
         labels_std = np.atleast_2d(np.asarray(labels_std, dtype=float))
         n_spec = labels_std.shape[0]
-        flux_std = np.empty((n_spec, self.n_pix))
-        jacobian = np.empty((n_spec, self.n_pix, self.n_label))
-        for gamma, pixels in self._groups:
+        flux_sorted = np.empty((n_spec, self.n_pix))
+        jacobian_sorted = np.empty((self.n_label, n_spec, self.n_pix))
+        for gamma, block in self._groups:
             kernel = rbf_kernel(labels_std, self.support_labels, gamma)
-            coefficients_t = self.dual_coef[pixels].T
-            kernel_sum = kernel @ coefficients_t
-            flux_std[:, pixels] = kernel_sum + self.intercept[pixels]
+            coefficients = self._coefficients_sorted_t[:, block]
+            kernel_sum = kernel @ coefficients
+            flux_sorted[:, block] = kernel_sum
             for label in range(self.n_label):
-                weighted = (kernel * self.support_labels[:, label]) @ coefficients_t
-                jacobian[:, pixels, label] = -2.0 * gamma * (labels_std[:, label, None] * kernel_sum - weighted)
-        return flux_std, jacobian
+                weighted = (kernel * self.support_labels[:, label]) @ coefficients
+                jacobian_sorted[label][:, block] = -2.0 * gamma * (labels_std[:, label, None] * kernel_sum - weighted)
+        flux_sorted += self._intercept_sorted
+        return flux_sorted[:, self._unsort], np.moveaxis(jacobian_sorted[:, :, self._unsort], 0, -1)
