@@ -321,7 +321,7 @@ def predict_labels(
     prior: GaussianPrior | None = None,
     n_jobs: int = 1,
     chunk_size: int = 64,
-    method: str = "batched",
+    method: str = "reference",
 ) -> PredictionResult:
     """Fit the labels of a batch of spectra.
 
