@@ -231,3 +231,37 @@ def label_catalogue(
     catalogue["label_distance"] = label_distance(prediction.labels, training.label_array(list(APOGEE_LABELS)), distance_scale)
     catalogue["in_kgiant_polygon"] = in_polygon(prediction.labels[:, 0], prediction.labels[:, 1])
     return catalogue[TABLE2_COLUMNS], prediction
+
+
+def compare_with_published(catalogue: Table, published: Table, *, labels: tuple[str, ...] = APOGEE_LABELS) -> Table:
+    """Our labels against the published SLAM catalogue (Zhang et al. 2020), matched by ``obsid``.
+
+    The published file's column names are not documented; columns are matched to our label
+    names case-insensitively, with ``[m/h]``-style and ``m_h``-style spellings both accepted, and
+    labels the file lacks are skipped.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per label found in both: ``label``, ``n_star``, ``bias`` (ours - published),
+        ``scatter``.
+    """
+    def normalized(name: str) -> str:
+        return name.lower().replace("[", "").replace("]", "").replace("/", "_").replace("fe_h", "m_h")
+
+    published_columns = {normalized(name): name for name in published.colnames}
+    if "obsid" not in published_columns:
+        raise ValueError(f"the published catalogue has no obsid column (columns: {published.colnames[:20]}).")
+    ours_obsid = np.asarray(catalogue["obsid"], dtype=np.int64)
+    theirs_obsid = np.asarray(published[published_columns["obsid"]], dtype=np.int64)
+    common, ours_index, theirs_index = np.intersect1d(ours_obsid, theirs_obsid, return_indices=True)
+    rows = []
+    for name in labels:
+        if name not in published_columns:
+            continue
+        difference = (np.asarray(catalogue[name], float)[ours_index]
+                      - np.asarray(published[published_columns[name]], float)[theirs_index])
+        difference = difference[np.isfinite(difference)]
+        rows.append((name, difference.size, float(np.mean(difference)) if difference.size else np.nan,
+                     float(np.std(difference)) if difference.size else np.nan))
+    return Table(rows=rows, names=["label", "n_star", "bias", "scatter"], dtype=[str, int, float, float])
