@@ -28,8 +28,10 @@ __all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
 #: The sparse grid of the paper's Section 3 (LASP test).
 PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 
-#: Training/prediction engines available to ``SlamModel(backend=...)``.
-BACKENDS = ("libsvm",)
+#: Training engines available to ``SlamModel(backend=...)``: "libsvm" (scikit-learn's SVR, the
+#: reference) and "batched" (all pixels' duals solved together; opt-in while it is being brought
+#: to the exactness bar of the speed issue, and it keeps no CV fold models, so no ``predict_cv``).
+BACKENDS = ("libsvm", "batched")
 
 # Attributes written to the model file, with the fitted state they restore.
 _SAVED_ARRAYS = ("flux_mean", "flux_scale", "label_mean", "label_scale", "best_c", "best_gamma", "cv_mse_grid",
@@ -66,8 +68,9 @@ class SlamModel:
         joblib workers for training and prediction (-1: all cores).
     random_state : int
         Seed of the CV folds (the same folds for every pixel).
-    backend : {"libsvm"}
-        Training engine; "libsvm" (scikit-learn's SVR) is the reference.
+    backend : {"libsvm", "batched"}
+        Training engine; "libsvm" (scikit-learn's SVR) is the reference, "batched" the fast
+        engine under development (see :data:`BACKENDS`).
 
     Attributes
     ----------
@@ -184,9 +187,9 @@ class SlamModel:
         label_scaler = Standardizer.fit(labels)
         flux_std = np.where(good, flux_scaler.transform(np.where(good, flux, 0.0)), 0.0)
         labels_std = label_scaler.transform(labels)
-        from slamlib.svr import libsvm
+        from slamlib.svr import batched, libsvm
 
-        train_pixels = libsvm.train_pixels
+        train_pixels = {"libsvm": libsvm.train_pixels, "batched": batched.train_pixels}[self.backend]
         start = time.perf_counter()
         if checkpoint_dir is None:
             result = train_pixels(

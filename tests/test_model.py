@@ -253,3 +253,14 @@ def test_batched_prediction_flags_unfittable_spectra_like_the_reference(fitted, 
         result = fitted.predict(flux_batch, ivar_batch, method=method)
         assert result.converged.tolist() == [False, False, True]
         assert result.reason[0] == "no finite flux" and "no good pixels" in result.reason[1]
+
+
+def test_batched_backend_trains_a_model_close_to_libsvm(data, fitted):
+    labels, flux, ivar = data
+    fast = SlamModel(param_grid={"C": [10.0, 100.0], "gamma": [0.1, 0.01]}, cv=5, n_jobs=1, random_state=0,
+                     backend="batched").fit(flux[:N_TRAIN], ivar[:N_TRAIN], labels[:N_TRAIN], LABEL_NAMES)
+    np.testing.assert_allclose(np.median(fast.cv_mse_), np.median(fitted.cv_mse_), rtol=0.01)
+    same_choice = np.mean([a == b for a, b in zip(fast.best_params_, fitted.best_params_)])
+    assert same_choice >= 0.9
+    held_out = fast.predict(flux[N_TRAIN:], ivar[N_TRAIN:]).labels - labels[N_TRAIN:]
+    assert np.all(np.std(held_out, axis=0) < [40.0, 0.05, 0.05])

@@ -1,0 +1,285 @@
+"""Benchmark of the SVR training backends (``make benchmark``).
+
+Trains one SVR per pixel on a 2000-star x 1901-pixel x 3-label set with the paper's
+Section 3 grid (epsilon = 0.05, C in {10, 100}, gamma in {0.1, 0.01}, 5-fold CV) with
+
+* the reference backend, :func:`slamlib.svr.libsvm.train_pixels` (scikit-learn / LIBSVM),
+  timed on a random subset of pixels (``--reference-pixels``) and scaled per pixel, and
+* the batched backend, :func:`slamlib.svr.batched.train_pixels`, on all pixels and, for a
+  like-for-like ratio under the same machine load, on the same subset,
+
+and prints a table: times, speed-up, exactness against the reference (CV MSE, chosen
+(C, gamma), predicted flux of the final models) and peak memory. Results are also written
+as JSON to ``benchmarks/results/`` (git-ignored).
+
+Timings on a shared machine are noisy: every timing is repeated ``--repeat`` times and the
+minimum is reported; the subset runs of the two backends are interleaved.
+
+Data (``--data``): ``mock`` = ``slamlib.mock.lasp_test_sample`` + ``synthesize`` +
+``slamlib.preprocess.prepare`` (LASP-like catalogue labels, S/N 120-140); ``analytic`` =
+:mod:`benchmarks.synthetic` (smooth analytic absorption-line model, S/N 130), used when
+the mock is unavailable or with ``--n-pix`` other than the mock's grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from slamlib.scaling import Standardizer  # noqa: E402
+from slamlib.svr import batched, libsvm  # noqa: E402
+from slamlib.svr.folds import kfold_indices  # noqa: E402
+
+SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
+EPSILON = 0.05
+
+
+def load_data(kind: str, n_star: int, n_pix: int, seed: int):
+    """Standardized labels (n_star, 3), standardized flux and good mask (n_star, n_pix), description."""
+    if kind == "mock":
+        try:
+            from slamlib.mock import lasp_test_sample, synthesize
+            from slamlib.preprocess import prepare
+
+            table = lasp_test_sample(n_star, 0, seed=seed)
+            prepared = prepare(synthesize(table, seed=seed))
+            flux = np.asarray(prepared.flux, dtype=float)
+            ivar = np.asarray(prepared.ivar, dtype=float)
+            if n_pix < flux.shape[1]:
+                keep = np.linspace(0, flux.shape[1] - 1, n_pix).round().astype(int)
+                flux, ivar = flux[:, keep], ivar[:, keep]
+            labels = np.column_stack([np.asarray(table[name], dtype=float) for name in ("teff_cat", "logg_cat", "feh_cat")])
+            good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+            scaler = Standardizer.fit(flux, good=good)
+            flux_std = np.where(good, scaler.transform(np.where(good, flux, 0.0)), 0.0)
+            labels_std = Standardizer.fit(labels).transform(labels)
+            return labels_std, flux_std, good, f"slamlib.mock LASP-test training sample ({n_star} stars, S/N 120-140)"
+        except Exception as error:  # the mock is another module's work in progress
+            print(f"mock data unavailable ({type(error).__name__}: {error}); using the analytic model", file=sys.stderr)
+    from synthetic import make_training_set
+
+    labels_std, flux_std, good, _ = make_training_set(n_star=n_star, n_pix=n_pix, seed=seed)
+    return labels_std, flux_std, good, f"analytic absorption-line model ({n_star} stars, S/N 130)"
+
+
+def timed(function, repeat: int):
+    """(result of the last run, minimum wall time, process CPU time of that run)."""
+    best = np.inf
+    best_cpu = np.nan
+    result = None
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = function()
+        elapsed = time.perf_counter() - start
+        if elapsed < best:
+            best, best_cpu = elapsed, time.process_time() - start_cpu
+    return result, best, best_cpu
+
+
+def exactness(reference, fast, labels_std, pixels):
+    """Agreement of the batched result with the reference on the given pixels."""
+    trained = reference.trained[pixels] & fast.trained[pixels]
+    pixels = pixels[trained]
+    rel_best = np.abs(fast.cv_mse[pixels] - reference.cv_mse[pixels]) / reference.cv_mse[pixels]
+    rel_grid = np.abs(fast.cv_mse_grid[pixels] - reference.cv_mse_grid[pixels]) / reference.cv_mse_grid[pixels]
+    same = (fast.best_c[pixels] == reference.best_c[pixels]) & (fast.best_gamma[pixels] == reference.best_gamma[pixels])
+    # Predicted standardized flux of the final models at the training labels and at fresh labels
+    # drawn inside the training range.
+    rng = np.random.default_rng(12345)
+    low, high = labels_std.min(axis=0), labels_std.max(axis=0)
+    fresh = rng.uniform(low, high, size=(500, labels_std.shape[1]))
+    points = np.vstack([labels_std, fresh])
+    # Final models are compared where both backends chose the same (C, gamma).
+    pixels_same = pixels[same]
+    f_fast = fast.expansion.evaluate(points)[:, pixels_same]
+    f_ref = reference.expansion.evaluate(points)[:, pixels_same]
+    per_pixel = np.abs(f_fast - f_ref).max(axis=0) / EPSILON
+    return {
+        "n_pixels": int(pixels.size),
+        "cv_mse_rel_diff_median": float(np.median(rel_best)),
+        "cv_mse_rel_diff_max": float(rel_best.max()),
+        "cv_mse_grid_rel_diff_median": float(np.median(rel_grid)),
+        "same_choice_fraction": float(same.mean()),
+        "different_choice_pixels": [int(p) for p in pixels[~same]],
+        "different_choice_cv_mse_gap": [float(abs(np.diff(np.sort(reference.cv_mse_grid[p])[:2]))[0] / np.min(reference.cv_mse_grid[p])) for p in pixels[~same]],
+        "flux_diff_eps_median_of_pixel_max": float(np.median(per_pixel)),
+        "flux_diff_eps_p90_of_pixel_max": float(np.quantile(per_pixel, 0.9)),
+        "flux_diff_eps_max": float(per_pixel.max()),
+        "pixels_within_0p1_eps": float(np.mean(per_pixel <= 0.1)),
+        "flux_diff_eps_median_all": float(np.median(np.abs(f_fast - f_ref)) / EPSILON),
+    }
+
+
+def exact_check(reference, fast, labels_std, flux_std, good, pixels):
+    """How exact each backend's final models are: LIBSVM's KKT violation with the exact kernel
+    and the dual objective, per pixel (same (C, gamma) pixels only), plus the distance of both
+    to LIBSVM run with tol = 1e-10 (which itself stalls around a KKT violation of ~1e-4).
+    """
+    from sklearn.svm import SVR
+
+    from slamlib.svr.batched_solver import kkt_violation
+    from slamlib.svr.kernel import rbf_kernel
+
+    rng = np.random.default_rng(7)
+    fresh = rng.uniform(labels_std.min(axis=0), labels_std.max(axis=0), size=(500, labels_std.shape[1]))
+    points = np.vstack([labels_std, fresh])
+    f_fast = fast.expansion.evaluate(points)
+    f_ref = reference.expansion.evaluate(points)
+    out = {"pixels": [], "kkt_fast": [], "kkt_reference": [], "objective_fast_minus_reference": [],
+           "fast_vs_tight_eps": [], "reference_vs_tight_eps": []}
+    for pixel in pixels:
+        if not (fast.trained[pixel] and reference.trained[pixel]):
+            continue
+        c, gamma = fast.best_c[pixel], fast.best_gamma[pixel]
+        if c != reference.best_c[pixel] or gamma != reference.best_gamma[pixel]:
+            continue
+        stars = good[:, pixel]
+        K = rbf_kernel(labels_std, labels_std, gamma)
+        y = np.where(stars, flux_std[:, pixel], 0.0)
+        row = {}
+        for name, result in (("fast", fast), ("reference", reference)):
+            beta = result.expansion.dual_coef[pixel]
+            Kbeta = K @ beta
+            row[name] = (kkt_violation(beta[None], result.expansion.intercept[[pixel]], Kbeta[None], y[None],
+                                       stars[None], c, EPSILON)[0],
+                         0.5 * beta @ Kbeta - y @ beta + EPSILON * np.abs(beta).sum())
+        tight = SVR(C=c, gamma=gamma, epsilon=EPSILON, tol=1e-10).fit(labels_std[stars], flux_std[stars, pixel]).predict(points)
+        out["pixels"].append(int(pixel))
+        out["kkt_fast"].append(float(row["fast"][0]))
+        out["kkt_reference"].append(float(row["reference"][0]))
+        out["objective_fast_minus_reference"].append(float(row["fast"][1] - row["reference"][1]))
+        out["fast_vs_tight_eps"].append(float(np.abs(f_fast[:, pixel] - tight).max() / EPSILON))
+        out["reference_vs_tight_eps"].append(float(np.abs(f_ref[:, pixel] - tight).max() / EPSILON))
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-star", type=int, default=2000)
+    parser.add_argument("--n-pix", type=int, default=1901)
+    parser.add_argument("--reference-pixels", type=int, default=40,
+                        help="pixels the reference is timed on (0: skip the reference)")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1, help="repeat every timing, report the minimum")
+    parser.add_argument("--data", choices=("mock", "analytic"), default="mock")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-full", action="store_true", help="time the batched backend on the subset only")
+    parser.add_argument("--exact-check-pixels", type=int, default=10,
+                        help="pixels whose final models get the KKT / objective / tight-LIBSVM check")
+    parser.add_argument("--output", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    labels_std, flux_std, good, description = load_data(args.data, args.n_star, args.n_pix, args.seed)
+    n_star, n_pix = flux_std.shape
+    data_seconds = time.perf_counter() - t0
+    folds = kfold_indices(n_star, args.n_folds, random_state=0)
+    common = dict(min_good_stars=2 * args.n_folds, n_jobs=args.n_jobs)
+    rng = np.random.default_rng(args.seed)
+    subset = np.sort(rng.choice(n_pix, size=min(args.reference_pixels, n_pix), replace=False))
+
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpu_count": __import__("os").cpu_count(),
+                    "load_average": list(__import__("os").getloadavg())},
+        "data": description, "n_star": n_star, "n_pix": n_pix, "n_label": labels_std.shape[1],
+        "grid": SECTION3_GRID, "epsilon": EPSILON, "n_folds": args.n_folds, "n_jobs": args.n_jobs,
+        "repeat": args.repeat, "data_seconds": data_seconds,
+    }
+
+    rows = []
+    reference = None
+    if subset.size:
+        reference, ref_time, ref_cpu = timed(lambda: libsvm.train_pixels(
+            labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
+        fast_subset, fast_time, fast_cpu = timed(lambda: batched.train_pixels(
+            labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
+        report["reference"] = {"pixels": subset.size, "seconds": ref_time, "cpu_seconds": ref_cpu,
+                               "seconds_per_pixel": ref_time / subset.size,
+                               "projected_seconds_all_pixels": ref_time / subset.size * n_pix}
+        report["batched_subset"] = {"pixels": subset.size, "seconds": fast_time, "cpu_seconds": fast_cpu,
+                                    "seconds_per_pixel": fast_time / subset.size}
+        rows.append((f"reference (LIBSVM), {subset.size} random pixels", ref_time, ref_time / subset.size))
+        rows.append((f"batched, same {subset.size} pixels", fast_time, fast_time / subset.size))
+        report["speedup_same_subset"] = ref_time / fast_time
+    if not args.skip_full:
+        tracemalloc.start()
+        full, full_time, full_cpu = timed(lambda: batched.train_pixels(
+            labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, **common), args.repeat)
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        report["batched_full"] = {"pixels": n_pix, "seconds": full_time, "cpu_seconds": full_cpu,
+                                  "seconds_per_pixel": full_time / n_pix, "traced_peak_bytes": traced_peak}
+        rows.append((f"batched, all {n_pix} pixels", full_time, full_time / n_pix))
+        if reference is not None:
+            report["speedup_all_pixels_vs_projected_reference"] = report["reference"]["projected_seconds_all_pixels"] / full_time
+            report["exactness"] = exactness(reference, full, labels_std, subset)
+    elif reference is not None:
+        report["exactness"] = exactness(reference, fast_subset, labels_std, subset)
+    if reference is not None and args.exact_check_pixels:
+        final = full if not args.skip_full else fast_subset
+        report["exact_check"] = exact_check(reference, final, labels_std, flux_std, good,
+                                            subset[:args.exact_check_pixels])
+    report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    # ---------------------------------------------------------------- prediction
+    # Prediction benchmarks (label fits of many spectra with SlamModel.predict) go here.
+
+    print(f"\nSVR training benchmark: {description}")
+    print(f"{n_star} stars x {n_pix} pixels x {labels_std.shape[1]} labels, grid C={SECTION3_GRID['C']} "
+          f"gamma={SECTION3_GRID['gamma']}, epsilon={EPSILON}, {args.n_folds}-fold CV, n_jobs={args.n_jobs}, "
+          f"min of {args.repeat} run(s), load average {report['machine']['load_average'][0]:.2f}")
+    print(f"{'run':<46}{'seconds':>10}{'s / pixel':>12}")
+    for name, seconds, per_pixel in rows:
+        print(f"{name:<46}{seconds:>10.1f}{per_pixel:>12.4f}")
+    if "reference" in report:
+        print(f"{'reference projected to all pixels (per-pixel x n_pix)':<46}"
+              f"{report['reference']['projected_seconds_all_pixels']:>10.1f}")
+        print(f"speed-up, same {subset.size} pixels: {report['speedup_same_subset']:.1f}x")
+    if "speedup_all_pixels_vs_projected_reference" in report:
+        print(f"speed-up, all pixels vs projected reference: {report['speedup_all_pixels_vs_projected_reference']:.1f}x")
+    if "exactness" in report:
+        e = report["exactness"]
+        print(f"exactness on {e['n_pixels']} pixels: CV MSE relative difference median {e['cv_mse_rel_diff_median']:.2e} "
+              f"(max {e['cv_mse_rel_diff_max']:.2e}; whole grid median {e['cv_mse_grid_rel_diff_median']:.2e}); "
+              f"same (C, gamma) {100 * e['same_choice_fraction']:.1f}%")
+        if e["different_choice_pixels"]:
+            print(f"  pixels with a different choice: {e['different_choice_pixels']} (relative CV MSE gap between "
+                  f"their two best grid points in the reference: {', '.join(f'{x:.1e}' for x in e['different_choice_cv_mse_gap'])})")
+        print(f"  final-model flux difference / epsilon (same-choice pixels): median of per-pixel max {e['flux_diff_eps_median_of_pixel_max']:.3f}, "
+              f"90th pct {e['flux_diff_eps_p90_of_pixel_max']:.3f}, max {e['flux_diff_eps_max']:.3f}; "
+              f"pixels within 0.1 eps {100 * e['pixels_within_0p1_eps']:.1f}%")
+    if "exact_check" in report:
+        x = report["exact_check"]
+        print(f"  exactness of the final models ({len(x['pixels'])} pixels): KKT violation (exact kernel) batched "
+              f"median {np.median(x['kkt_fast']):.1e} max {np.max(x['kkt_fast']):.1e}, reference median "
+              f"{np.median(x['kkt_reference']):.1e} max {np.max(x['kkt_reference']):.1e}; dual objective batched - reference: "
+              f"max {np.max(x['objective_fast_minus_reference']):.2e} (negative = batched lower)")
+        print(f"  max |f - f(LIBSVM tol=1e-10)| / epsilon: batched {np.max(x['fast_vs_tight_eps']):.3f}, "
+              f"reference {np.max(x['reference_vs_tight_eps']):.3f}")
+    if "batched_full" in report:
+        print(f"peak memory: traced numpy allocations during the batched run {report['batched_full']['traced_peak_bytes'] / 2**20:.0f} MiB, "
+              f"process peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB")
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"train_{datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2, default=float))
+    print(f"results written to {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

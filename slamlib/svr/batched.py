@@ -1,0 +1,283 @@
+"""Fast training backend: the per-pixel SVRs of all pixels solved together, batched over pixels.
+
+Same contract as :func:`slamlib.svr.libsvm.train_pixels` (the reference): for every pixel,
+each (C, gamma) of the grid is fitted on the training part of every fold and scored on its
+held-out part (pooled CV MSE and MD over the held-out *good* stars), the pair with the
+lowest CV MSE (ties: grid order) is refitted on all good stars, and the final MSE/MD are
+taken on those training stars. Stars whose pixel is bad take no part in that pixel's fits
+or scores (their dual coefficient is 0). Pixels with fewer than ``min_good_stars`` good
+stars are not trained.
+
+How it differs from the reference is *how* the epsilon-SVR duals are solved: all pixels
+share the training labels, hence one RBF kernel per gamma, so the dual problems of many
+pixels (and folds) are solved together by :func:`slamlib.svr.batched_solver.solve_batch`:
+a semismooth Newton method on the Huber-smoothed primal with continuation, whose products
+with the kernel are matrix-matrix products over the batch, followed by an exact active-set
+step verified against the unsmoothed KKT conditions with the exact kernel.
+
+Accuracy (stated, and checked by the tests against LIBSVM):
+
+* final refits (the stored model): smoothed down to ``mu = 1e-4``, then the exact
+  active-set step; where it verifies (most pixels) LIBSVM's KKT conditions hold to 1e-8
+  with the exact kernel, i.e. the model *is* LIBSVM's solution run to convergence;
+  otherwise the smoothed solution is kept (KKT violation <~ 1e-4, ten times tighter than
+  LIBSVM's default stopping tolerance 1e-3), and the rare problem the Newton phase does not
+  converge on is handed to LIBSVM itself;
+* CV fits (which only feed the CV MSE/MD): smoothed down to ``CV_STAGES[-1].mu`` = 1e-3,
+  LIBSVM's own stopping tolerance (the CV MSE is insensitive to it: the tests and the
+  benchmark find relative differences ~1e-4 against the reference).
+
+Memory: one n_star x n_star float64 kernel at a time (built in row blocks, no n^2
+temporaries), its pivoted-Cholesky factor (n_star x rank), the final dual coefficients and
+the standardized flux (n_pix x n_star each) and, per worker, a chunk of ``chunk_size``
+pixels x n_folds problems of about ``_ARRAYS_PER_PROBLEM`` arrays of n_star float64 plus
+the gathered factor rows of the smoothing zones. ``chunk_size`` defaults to what keeps the
+per-chunk arrays under ``CHUNK_MEMORY``. For the paper's Section 4 size (17,000 stars,
+8 folds, 6 labels) that is ~2.3 GB (kernel) + <0.5 GB (factor) + 2 x ~0.5 GB (two workers)
++ 0.5 GB (dual coefficients, flux): under 5 GB.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from slamlib.svr.batched_solver import EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
+from slamlib.svr.folds import fold_assignment
+from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.result import TrainingResult, parameter_pairs
+
+__all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL"]
+
+#: Continuation stages of the CV fits (KKT violation <= the last mu).
+CV_STAGES = (Stage(0.01), Stage(3e-3), Stage(1e-3))
+#: Continuation stages of the final refits, followed by the exact active-set step.
+REFIT_STAGES = EXACT_STAGES
+#: Trace tolerance of the pivoted-Cholesky factor that drives the Newton iterations (the
+#: returned solutions never depend on it: the KKT conditions are checked with the exact kernel).
+FACTOR_TOL = 1e-8
+#: Bytes of per-chunk working arrays a worker may hold.
+CHUNK_MEMORY = 256 * 2**20
+#: Arrays of shape (chunk, n_star) float64 alive at once inside the solver (upper estimate).
+_ARRAYS_PER_PROBLEM = 24
+
+
+def kernel_matrix(labels: np.ndarray, gamma: float, *, block: int = 1024) -> np.ndarray:
+    """RBF kernel exp(-gamma |x_i - x_j|^2) of the labels with themselves, built in row blocks.
+
+    Same values as :func:`slamlib.svr.kernel.rbf_kernel` (same formula), but without
+    n_star x n_star temporaries: peak memory is the result plus one block.
+    """
+    labels = np.asarray(labels, dtype=float)
+    n = labels.shape[0]
+    squared = np.sum(labels**2, axis=1)
+    K = np.empty((n, n))
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        rows = K[start:stop]
+        np.matmul(labels[start:stop], labels.T, out=rows)
+        rows *= -2.0
+        rows += squared[start:stop, None]
+        rows += squared[None, :]
+        np.maximum(rows, 0.0, out=rows)
+        rows *= -gamma
+        np.exp(rows, out=rows)
+    return K
+
+
+def _chunks(columns: np.ndarray, chunk_size: int) -> list[np.ndarray]:
+    return [columns[start:start + chunk_size] for start in range(0, columns.size, chunk_size)]
+
+
+def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamma):
+    """CV of one pixel chunk for one gamma, all folds solved as one batch (C ascending, each C
+    warm-started from the previous one). Returns the held-out squared-error and deviation
+    sums per C, (n_chunk, n_C), and solver counts."""
+    n_chunk, n_star = Y.shape
+    in_train = fold_of_star[None, :] != np.arange(n_folds)[:, None]          # (n_folds, n_star)
+    train = (G[None, :, :] & in_train[:, None, :]).reshape(n_folds * n_chunk, n_star)
+    test = (G[None, :, :] & ~in_train[:, None, :]).reshape(n_folds * n_chunk, n_star)
+    Yb = np.broadcast_to(Y, (n_folds, n_chunk, n_star)).reshape(n_folds * n_chunk, n_star)
+    start_mask = np.repeat(in_train, n_chunk, axis=0)
+    sq = np.zeros((n_chunk, len(c_values)))
+    dev = np.zeros((n_chunk, len(c_values)))
+    start = None
+    counts = np.zeros(3)
+    for c_index, c in enumerate(c_values):
+        beta, b, Kbeta, info = solve_batch(K, Z, Yb, train, c, epsilon, stages=CV_STAGES, polish=False, start=start,
+                                           start_mask=start_mask, labels=labels, gamma=gamma)
+        counts += (beta.shape[0], info["n_newton"].sum(), info["libsvm"].sum())
+        start = (beta, b)
+        residual = np.where(test, Kbeta + b[:, None] - Yb, 0.0)
+        sq[:, c_index] = np.sum(residual**2, axis=1).reshape(n_folds, n_chunk).sum(axis=0)
+        dev[:, c_index] = np.sum(residual, axis=1).reshape(n_folds, n_chunk).sum(axis=0)
+    return sq, dev, counts
+
+
+def train_pixels(
+    labels_std: np.ndarray,
+    flux_std: np.ndarray,
+    good: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    param_grid: dict[str, list[float]],
+    epsilon: float,
+    *,
+    min_good_stars: int,
+    n_jobs: int = -1,
+    pixels: np.ndarray | None = None,
+    chunk_size: int | None = None,
+    stats: dict | None = None,
+) -> TrainingResult:
+    """Train every pixel (or the given subset), batched over pixels.
+
+    Parameters and result as :func:`slamlib.svr.libsvm.train_pixels`; in addition
+    ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``) and
+    ``stats``, a dict that receives solver counts (problems solved, Newton steps, exact
+    active-set verifications, LIBSVM hand-overs) for diagnostics.
+    ``n_jobs`` workers (threads; -1: all cores) each solve one pixel chunk at a time with a
+    single-threaded BLAS.
+    """
+    labels_std = np.asarray(labels_std, dtype=float)
+    flux_std = np.asarray(flux_std, dtype=float)
+    good = np.asarray(good, dtype=bool)
+    n_star, n_pix = flux_std.shape
+    pairs = parameter_pairs(param_grid)
+    c_values = sorted({c for c, _ in pairs})
+    gammas = sorted({g for _, g in pairs})
+    grid_index = {pair: index for index, pair in enumerate(pairs)}
+
+    trained = good.sum(axis=0) >= min_good_stars
+    if pixels is not None:
+        selected = np.zeros(n_pix, dtype=bool)
+        selected[np.asarray(pixels)] = True
+        trained &= selected
+    columns = np.flatnonzero(trained)
+    n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
+    if chunk_size is None:
+        chunk_size = int(np.clip(CHUNK_MEMORY // (8 * _ARRAYS_PER_PROBLEM * max(n_star, 1) * (len(folds) + len(c_values))), 8, 512))
+        # Keep every worker busy.
+        chunk_size = max(1, min(chunk_size, int(np.ceil(columns.size / n_workers)) if columns.size else 1))
+
+    assignment = fold_assignment(folds, n_star)
+    n_folds = len(folds)
+    Y_all = np.where(good, flux_std, 0.0).T.copy()          # (n_pix, n_star)
+    G_all = good.T.copy()
+    n_grid = len(pairs)
+    cv_sq = np.zeros((n_pix, n_grid))
+    cv_dev = np.zeros((n_pix, n_grid))
+    n_scored = np.zeros(n_pix)
+    for fold in range(n_folds):
+        n_scored += np.sum(G_all & (assignment == fold)[None, :], axis=1)
+
+
+    def run(function, tasks):
+        # Single-threaded BLAS inside the workers: the batches are the unit of parallelism
+        # (multi-threaded BLAS on the solver's many small products only adds overhead).
+        if n_workers == 1 or len(tasks) <= 1:
+            with threadpool_limits(1):
+                return [function(*task) for task in tasks]
+        with threadpool_limits(1), ThreadPoolExecutor(max_workers=n_workers) as pool:
+            return list(pool.map(lambda task: function(*task), tasks))
+
+    chunks = _chunks(columns, chunk_size)
+    cv_counts = np.zeros(3)
+    refit_counts = np.zeros(4)
+    for gamma in gammas:
+        if columns.size == 0:
+            break
+        K = kernel_matrix(labels_std, gamma)
+        Z = pivoted_cholesky(K, FACTOR_TOL)
+        results = run(_cv_chunk, [(K, Z, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values, epsilon,
+                                   labels_std, gamma) for chunk in chunks])
+        for chunk, (sq, dev, counts) in zip(chunks, results):
+            cv_counts += counts
+            for c_index, c in enumerate(c_values):
+                if (c, gamma) not in grid_index:
+                    continue
+                j = grid_index[(c, gamma)]
+                cv_sq[chunk, j] = sq[:, c_index]
+                cv_dev[chunk, j] = dev[:, c_index]
+        del K, Z, results
+
+    cv_mse_grid = np.full((n_pix, n_grid), np.nan)
+    cv_mse_grid[columns] = cv_sq[columns] / np.maximum(n_scored[columns, None], 1)
+    best = np.full(n_pix, -1)
+    best[columns] = np.argmin(cv_mse_grid[columns], axis=1)
+
+    # Final refits on all good stars, per gamma; each pixel walks up the C grid to its best C.
+    dual_coef = np.zeros((n_pix, n_star))
+    intercept = np.zeros(n_pix)
+    mse = np.full(n_pix, np.nan)
+    md = np.full(n_pix, np.nan)
+    for gamma in gammas:
+        members = [j for j, (c, g) in enumerate(pairs) if g == gamma]
+        pixels_here = columns[np.isin(best[columns], members)]
+        if pixels_here.size == 0:
+            continue
+        K = kernel_matrix(labels_std, gamma)
+        Z = pivoted_cholesky(K, FACTOR_TOL)
+        chunk_c = {column: pairs[best[column]][0] for column in pixels_here}
+        tasks = [(chunk,) for chunk in _chunks(pixels_here, chunk_size)]
+        everyone = np.ones(n_star, dtype=bool)
+
+        def refit(chunk, K=K, Z=Z, gamma=gamma):
+            # Walk up the C grid (each C warm-started from the previous one, as in the CV);
+            # a pixel gets the exact solve at its own best C.
+            target_c = np.array([chunk_c[column] for column in chunk])
+            Y, G = Y_all[chunk], G_all[chunk]
+            beta_out, b_out, K_out = np.zeros((len(chunk), n_star)), np.zeros(len(chunk)), np.zeros((len(chunk), n_star))
+            counts = np.zeros(4)
+            state = None
+            for c in c_values:
+                rows = np.flatnonzero(target_c >= c)
+                if rows.size == 0:
+                    break
+                finish = rows[target_c[rows] == c]
+                going = rows[target_c[rows] > c]
+                if finish.size:
+                    warm = None if state is None else (state[0][finish], state[1][finish])
+                    beta, b, Kbeta, info = solve_batch(K, Z, Y[finish], G[finish], c, epsilon, stages=REFIT_STAGES,
+                                                       polish=True, start=warm, start_mask=everyone,
+                                                       labels=labels_std, gamma=gamma)
+                    beta_out[finish], b_out[finish], K_out[finish] = beta, b, Kbeta
+                    counts += (finish.size, info["n_newton"].sum(), info["exact"].sum(), info["libsvm"].sum())
+                if going.size:
+                    warm = None if state is None else (state[0][going], state[1][going])
+                    beta, b, _, info = solve_batch(K, Z, Y[going], G[going], c, epsilon, stages=CV_STAGES,
+                                                   polish=False, start=warm, start_mask=everyone,
+                                                   labels=labels_std, gamma=gamma)
+                    counts[1] += info["n_newton"].sum()
+                    if state is None:
+                        state = (np.zeros((len(chunk), n_star)), np.zeros(len(chunk)))
+                    state[0][going], state[1][going] = beta, b
+            return chunk, beta_out, b_out, K_out, counts
+
+        for chunk, beta, b, Kbeta, counts in run(refit, tasks):
+            refit_counts += counts
+            dual_coef[chunk] = beta
+            intercept[chunk] = b
+            residual = np.where(G_all[chunk], Kbeta + b[:, None] - Y_all[chunk], 0.0)
+            count = G_all[chunk].sum(axis=1)
+            mse[chunk] = np.sum(residual**2, axis=1) / count
+            md[chunk] = np.sum(residual, axis=1) / count
+        del K, Z
+
+    if stats is not None:
+        stats.update(cv_problems=int(cv_counts[0]), cv_newton_steps=int(cv_counts[1]), cv_libsvm=int(cv_counts[2]),
+                     refit_problems=int(refit_counts[0]), refit_newton_steps=int(refit_counts[1]),
+                     refit_exact=int(refit_counts[2]), refit_libsvm=int(refit_counts[3]), chunk_size=int(chunk_size))
+    best_c = np.full(n_pix, np.nan)
+    best_gamma = np.full(n_pix, np.nan)
+    for column in columns:
+        best_c[column], best_gamma[column] = pairs[best[column]]
+    cv_mse = np.full(n_pix, np.nan)
+    cv_md = np.full(n_pix, np.nan)
+    cv_mse[columns] = cv_mse_grid[columns, best[columns]]
+    cv_md[columns] = cv_dev[columns, best[columns]] / np.maximum(n_scored[columns], 1)
+    gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
+    expansion = KernelExpansion(labels_std.copy(), dual_coef, intercept, gamma_for_expansion)
+    return TrainingResult(best_c, best_gamma, cv_mse_grid, cv_mse=cv_mse, cv_md=cv_md, mse=mse, md=md,
+                          trained=trained, expansion=expansion)
