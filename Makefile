@@ -27,3 +27,14 @@ benchmark: install
 
 clean-book:
 	rm -rf _build
+
+# Parameter sweeps (sweeps.yml): make sweep SWEEP=name [PROFILE=quick] [WORKERS=2]
+#   each grid point executes a chapter notebook; cached points are not executed again;
+#   results in _build/sweeps/<name>/ (table .csv/.fits, plot .png), shown by the book's Sweeps chapter.
+SWEEP ?=
+WORKERS ?= 2
+.PHONY: sweep
+sweep: install
+	@if [ -z "$(SWEEP)" ]; then echo "usage: make sweep SWEEP=name [PROFILE=quick] [WORKERS=2]; declared sweeps:"; \
+		$(BIN)/python -m slamlib.sweeps list; exit 2; fi
+	$(BIN)/python -m slamlib.sweeps run $(SWEEP) --profile $(PROFILE) --workers $(WORKERS)
