@@ -116,15 +116,13 @@ def _padded_indices(selected):
     return index, valid, count
 
 
-def _bordered_solve(K, index, count, rhs, last, ridge, keep_b, Zq=None):
+def _bordered_solve(K, index, count, rhs, last, ridge, keep_b):
     """Solve [K_QQ + ridge I, 1; 1^T, 0] [x; b] = [rhs; last] for every problem.
 
     index (B, M): star indices (first count[p] valid); rhs (B, M); last, ridge, keep_b (B,).
     Small systems are padded to a common size (identity rows) and solved in batches;
     large ones are solved one by one with a Cholesky factorization (LAPACK dposv).
     Problems with no star return b = keep_b. Returns x (B, M) (0 on padding) and b (B,).
-    With ``Zq`` (B, M, rank), the blocks are the low-rank Zq Zq^T instead of gathered K entries
-    (cheaper, and consistent with products taken with the same factor).
     """
     n_problem, width = index.shape
     x = np.zeros((n_problem, width))
@@ -140,15 +138,13 @@ def _bordered_solve(K, index, count, rhs, last, ridge, keep_b, Zq=None):
     if full_width > width:
         index = np.pad(index, ((0, 0), (0, full_width - width)))
         rhs = np.pad(rhs, ((0, 0), (0, full_width - width)))
-        if Zq is not None:
-            Zq = np.pad(Zq, ((0, 0), (0, full_width - width), (0, 0)))
     for size in np.unique(padded[nonempty]):
         rows = nonempty[padded[nonempty] == size]
         if size > 160:
             for p in rows:
                 m = int(count[p])
                 q = index[p, :m]
-                A = K[np.ix_(q, q)] if Zq is None else Zq[p, :m] @ Zq[p, :m].T
+                A = K[np.ix_(q, q)]
                 A[np.diag_indices(m)] += ridge[p]
                 B = np.ones((m, 2))
                 B[:, 0] = rhs[p, :m]
@@ -164,11 +160,7 @@ def _bordered_solve(K, index, count, rhs, last, ridge, keep_b, Zq=None):
         idx = index[rows, :m]
         ok = np.arange(m)[None, :] < count[rows, None]
         A = np.zeros((rows.size, m + 1, m + 1))
-        if Zq is None:
-            A[:, :m, :m] = K[idx[:, :, None], idx[:, None, :]]
-        else:
-            block = Zq[rows, :m] * ok[:, :, None]
-            A[:, :m, :m] = np.matmul(block, block.transpose(0, 2, 1))
+        A[:, :m, :m] = K[idx[:, :, None], idx[:, None, :]]
         A[:, :m, :m] *= ok[:, :, None] & ok[:, None, :]
         diag = np.arange(m)
         A[:, diag, diag] += np.where(ok, ridge[rows, None], 1.0)
