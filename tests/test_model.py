@@ -264,3 +264,32 @@ def test_batched_backend_trains_a_model_close_to_libsvm(data, fitted):
     assert same_choice >= 0.9
     held_out = fast.predict(flux[N_TRAIN:], ivar[N_TRAIN:]).labels - labels[N_TRAIN:]
     assert np.all(np.std(held_out, axis=0) < [40.0, 0.05, 0.05])
+
+
+def test_batched_backend_keeps_the_cv_fold_models_at_the_chosen_grid_point(data, fitted):
+    labels, flux, ivar = data
+    fast = SlamModel(param_grid={"C": [10.0, 100.0], "gamma": [0.1, 0.01]}, cv=5, n_jobs=2, random_state=0,
+                     backend="batched").fit(flux[:N_TRAIN], ivar[:N_TRAIN], labels[:N_TRAIN], LABEL_NAMES)
+    result = fast._require_fitted()
+    np.testing.assert_array_equal(result.fold_of_star, fitted._require_fitted().fold_of_star)
+    for fold_number, fold_model in enumerate(result.fold_expansions):
+        held_out = result.fold_of_star == fold_number
+        # A fold model never saw its held-out stars ...
+        assert np.all(fold_model.dual_coef[:, held_out] == 0.0)
+        assert np.any(fold_model.dual_coef[result.trained][:, ~held_out] != 0.0)
+    # The fold models' held-out residuals reproduce the CV MSE the grid search chose them by.
+    good = ivar[:N_TRAIN] > 0
+    flux_std = np.where(good, fast.flux_scaler_.transform(np.where(good, flux[:N_TRAIN], 0.0)), 0.0)
+    labels_std = fast.label_scaler_.transform(labels[:N_TRAIN])
+    squared = np.zeros(flux.shape[1])
+    for fold_number, fold_model in enumerate(result.fold_expansions):
+        held_out = result.fold_of_star == fold_number
+        residual = fold_model.evaluate(labels_std[held_out]) - flux_std[held_out]
+        squared += np.sum(np.where(good[held_out], residual, 0.0) ** 2, axis=0)
+    trained = result.trained
+    np.testing.assert_allclose(squared[trained] / good.sum(axis=0)[trained], fast.cv_mse_[trained], rtol=1e-8)
+    # CV labels from the batched fold models match those from LIBSVM's fold models.
+    cv_fast = fast.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN]).labels
+    cv_reference = fitted.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN]).labels
+    np.testing.assert_allclose(np.std(cv_fast - labels[:N_TRAIN], axis=0),
+                               np.std(cv_reference - labels[:N_TRAIN], axis=0), rtol=0.05)

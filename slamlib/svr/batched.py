@@ -27,14 +27,19 @@ Accuracy (stated, and checked by the tests against LIBSVM):
   LIBSVM's own stopping tolerance (the CV MSE is insensitive to it: the tests and the
   benchmark find relative differences ~1e-4 against the reference).
 
+The CV fold models at each pixel's chosen (C, gamma) are kept as in the reference, so
+``SlamModel.predict_cv`` (CV labels, the Section 4 clipping) works with either backend.
+
 Memory: one n_star x n_star float64 kernel at a time (built in row blocks, no n^2
 temporaries), its pivoted-Cholesky factor (n_star x rank), the final dual coefficients and
-the standardized flux (n_pix x n_star each) and, per worker, a chunk of ``chunk_size``
+the standardized flux (n_pix x n_star each), the CV fold models (n_folds x n_pix x n_star)
+and, per worker, a chunk of ``chunk_size``
 pixels x n_folds problems of about ``_ARRAYS_PER_PROBLEM`` arrays of n_star float64 plus
 the gathered factor rows of the smoothing zones. ``chunk_size`` defaults to what keeps the
 per-chunk arrays under ``CHUNK_MEMORY``. For the paper's Section 4 size (17,000 stars,
 8 folds, 6 labels) that is ~2.3 GB (kernel) + <0.5 GB (factor) + 2 x ~0.5 GB (two workers)
-+ 0.5 GB (dual coefficients, flux): under 5 GB.
++ 0.5 GB (dual coefficients, flux) + 2.1 GB (fold models): about 6.5 GB (an estimate from
+the array sizes; that size has not been run).
 """
 
 from __future__ import annotations
@@ -92,10 +97,12 @@ def _chunks(columns: np.ndarray, chunk_size: int) -> list[np.ndarray]:
     return [columns[start:start + chunk_size] for start in range(0, columns.size, chunk_size)]
 
 
-def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamma):
+def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamma, n_scored, grid_columns, keeper):
     """CV of one pixel chunk for one gamma, all folds solved as one batch (C ascending, each C
     warm-started from the previous one). Returns the held-out squared-error and deviation
-    sums per C, (n_chunk, n_C), and solver counts."""
+    sums per C, (n_chunk, n_C), and solver counts. ``keeper`` receives the fold solutions of
+    every grid point (``grid_columns[c_index]``, -1 for a C not paired with this gamma) with
+    their CV MSE (``sq / n_scored``), and keeps those of each pixel's best point so far."""
     n_chunk, n_star = Y.shape
     in_train = fold_of_star[None, :] != np.arange(n_folds)[:, None]          # (n_folds, n_star)
     train = (G[None, :, :] & in_train[:, None, :]).reshape(n_folds * n_chunk, n_star)
@@ -114,7 +121,39 @@ def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamm
         residual = np.where(test, Kbeta + b[:, None] - Yb, 0.0)
         sq[:, c_index] = np.sum(residual**2, axis=1).reshape(n_folds, n_chunk).sum(axis=0)
         dev[:, c_index] = np.sum(residual, axis=1).reshape(n_folds, n_chunk).sum(axis=0)
+        if grid_columns[c_index] >= 0:
+            keeper.offer(grid_columns[c_index], sq[:, c_index] / n_scored,
+                         beta.reshape(n_folds, n_chunk, n_star), b.reshape(n_folds, n_chunk))
     return sq, dev, counts
+
+
+class _BestFoldModels:
+    """The CV fold solutions at each pixel's best grid point so far, for one pixel chunk.
+
+    Pixels are compared by CV MSE with the tie rule of ``np.argmin`` over the grid (the lower
+    grid index wins), so after all grid points it holds the fold models at exactly the point
+    the training chooses. Each chunk has its own keeper, writing only its own pixels' rows of
+    the shared arrays, so worker threads never write the same memory.
+    """
+
+    def __init__(self, chunk, fold_dual_coef, fold_intercept, best_mse, best_index):
+        self.chunk = chunk
+        self.fold_dual_coef = fold_dual_coef      # (n_folds, n_pix, n_star), shared
+        self.fold_intercept = fold_intercept      # (n_folds, n_pix), shared
+        self.best_mse = best_mse                  # (n_pix,), shared
+        self.best_index = best_index              # (n_pix,), shared
+
+    def offer(self, grid_index, cv_mse, beta, b):
+        current_mse = self.best_mse[self.chunk]
+        current_index = self.best_index[self.chunk]
+        better = (cv_mse < current_mse) | ((cv_mse == current_mse) & (grid_index < current_index))
+        if not better.any():
+            return
+        rows = self.chunk[better]
+        self.best_mse[rows] = cv_mse[better]
+        self.best_index[rows] = grid_index
+        self.fold_dual_coef[:, rows] = beta[:, better]
+        self.fold_intercept[:, rows] = b[:, better]
 
 
 def train_pixels(
@@ -183,6 +222,12 @@ def train_pixels(
             return list(pool.map(lambda task: function(*task), tasks))
 
     chunks = _chunks(columns, chunk_size)
+    # The CV fold models at each pixel's chosen (C, gamma), kept while the grid is scanned.
+    fold_dual_coef = np.zeros((n_folds, n_pix, n_star))
+    fold_intercept = np.zeros((n_folds, n_pix))
+    kept_mse = np.full(n_pix, np.inf)
+    kept_index = np.full(n_pix, n_grid)
+    scored = np.maximum(n_scored, 1)
     cv_counts = np.zeros(3)
     refit_counts = np.zeros(4)
     for gamma in gammas:
@@ -190,8 +235,11 @@ def train_pixels(
             break
         K = kernel_matrix(labels_std, gamma)
         Z = pivoted_cholesky(K, FACTOR_TOL)
+        grid_columns = [grid_index.get((c, gamma), -1) for c in c_values]
         results = run(_cv_chunk, [(K, Z, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values, epsilon,
-                                   labels_std, gamma) for chunk in chunks])
+                                   labels_std, gamma, scored[chunk], grid_columns,
+                                   _BestFoldModels(chunk, fold_dual_coef, fold_intercept, kept_mse, kept_index))
+                                  for chunk in chunks])
         for chunk, (sq, dev, counts) in zip(chunks, results):
             cv_counts += counts
             for c_index, c in enumerate(c_values):
@@ -203,9 +251,11 @@ def train_pixels(
         del K, Z, results
 
     cv_mse_grid = np.full((n_pix, n_grid), np.nan)
-    cv_mse_grid[columns] = cv_sq[columns] / np.maximum(n_scored[columns, None], 1)
+    cv_mse_grid[columns] = cv_sq[columns] / scored[columns, None]
     best = np.full(n_pix, -1)
     best[columns] = np.argmin(cv_mse_grid[columns], axis=1)
+    if not np.array_equal(best[columns], kept_index[columns]):
+        raise RuntimeError("internal error: the kept CV fold models are not those of the chosen grid point.")
 
     # Final refits on all good stars, per gamma; each pixel walks up the C grid to its best C.
     dual_coef = np.zeros((n_pix, n_star))
@@ -278,6 +328,10 @@ def train_pixels(
     cv_mse[columns] = cv_mse_grid[columns, best[columns]]
     cv_md[columns] = cv_dev[columns, best[columns]] / np.maximum(n_scored[columns], 1)
     gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
-    expansion = KernelExpansion(labels_std.copy(), dual_coef, intercept, gamma_for_expansion)
+    support_labels = labels_std.copy()
+    expansion = KernelExpansion(support_labels, dual_coef, intercept, gamma_for_expansion)
+    fold_expansions = [KernelExpansion(support_labels, fold_dual_coef[k], fold_intercept[k], gamma_for_expansion)
+                       for k in range(n_folds)]
     return TrainingResult(best_c, best_gamma, cv_mse_grid, cv_mse=cv_mse, cv_md=cv_md, mse=mse, md=md,
-                          trained=trained, expansion=expansion)
+                          trained=trained, expansion=expansion, fold_expansions=fold_expansions,
+                          fold_of_star=assignment)
