@@ -32,6 +32,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -113,14 +114,16 @@ def _failed(model: SlamModel, n_spec: int, reason: str) -> PredictionResult:
     )
 
 
-def _predict_guarded(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, n_jobs: int) -> PredictionResult:
-    """``model.predict``; if the batch raises, each spectrum alone, flagging those that fail."""
+def _predict_guarded(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, n_jobs: int,
+                     scheduler: Any = None) -> PredictionResult:
+    """``model.predict`` (on the cluster of ``scheduler``, if given); if the batch raises, each
+    spectrum alone on this machine, flagging those that fail."""
     n_spec = flux.shape[0]
     # Hostile spectra (huge or tiny values) make numpy warn; the outcome is checked row by row afterwards.
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            return model.predict(flux, ivar, n_jobs=n_jobs)
+            return model.predict(flux, ivar, n_jobs=n_jobs, scheduler=scheduler)
         except Exception as batch_error:  # one bad spectrum must not cost the chunk
             _LOG.info("a chunk failed as a whole (%s); fitting its %d spectra one by one.", batch_error, n_spec)
         parts = []
@@ -138,6 +141,7 @@ def predict_rows(
     *,
     n_jobs: int = 1,
     margin: float = EXTRAPOLATION_MARGIN,
+    scheduler: Any = None,
 ) -> Table:
     """Fit prepared spectra and return one flagged catalogue row per spectrum.
 
@@ -150,6 +154,8 @@ def predict_rows(
     n_jobs : int
     margin : float
         See :func:`flag_extrapolation`.
+    scheduler : str or distributed.Client, optional
+        Fit on this Dask cluster (:meth:`SlamModel.predict`); None: on this machine.
 
     Returns
     -------
@@ -164,7 +170,7 @@ def predict_rows(
     unusable = np.flatnonzero(input_reason != "")
     parts, positions = [], []
     if usable.size:
-        parts.append(_predict_guarded(model, prepared.flux[usable], prepared.ivar[usable], n_jobs))
+        parts.append(_predict_guarded(model, prepared.flux[usable], prepared.ivar[usable], n_jobs, scheduler))
         positions.append(usable)
     if unusable.size:
         parts.append(dataclasses.replace(_failed(model, unusable.size, ""), reason=input_reason[unusable]))
@@ -242,6 +248,7 @@ def predict_catalogue(
     work_dir: str | Path | None = None,
     keep_chunks: bool = False,
     margin: float = EXTRAPOLATION_MARGIN,
+    scheduler: Any = None,
 ) -> Table:
     """Predict labels for every row of a catalogue, resumably, and write a FITS catalogue.
 
@@ -262,6 +269,9 @@ def predict_catalogue(
         Keep the chunk files after the catalogue is written.
     margin : float
         See :func:`flag_extrapolation`.
+    scheduler : str or distributed.Client, optional
+        Fit every chunk on this Dask cluster (:meth:`SlamModel.predict`); None: on this
+        machine. Spectra are read and prepared here either way.
 
     Returns
     -------
@@ -288,7 +298,8 @@ def predict_catalogue(
             key = _chunk_key(model_checksum, label_names, margin, source.fingerprint(start, stop))
             table = _read_chunk(path, key)
             if table is None:
-                table = predict_rows(model, source.load(start, stop), n_jobs=n_jobs, margin=margin)
+                table = predict_rows(model, source.load(start, stop), n_jobs=n_jobs, margin=margin,
+                                     scheduler=scheduler)
                 table.add_column(np.arange(start, stop, dtype=np.int64), name="row", index=0)
                 for position, (name, values) in enumerate((source.columns or {}).items()):
                     table.add_column(np.asarray(values)[start:stop], name=name, index=1 + position)

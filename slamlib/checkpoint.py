@@ -20,6 +20,12 @@ parameters or library versions) is never reused: :func:`train_pixels_resumable` 
 call :func:`clear_checkpoint`, or ``slam train --restart``) to start afresh. A block file
 that is damaged or carries another key is ignored and retrained.
 
+The same block machinery serves training on a Dask cluster (:mod:`slamlib.scaleout`):
+:func:`train_pixel_blocks` takes a *block runner* that trains the pending blocks (joblib
+here, cluster tasks there), each by :func:`train_block`, and merges them with
+:func:`assemble_blocks`, with or without a checkpoint directory. A checkpoint begun on one
+machine can therefore be finished on a cluster and vice versa.
+
 Files are written to a temporary name and renamed (:func:`slamlib.modelfile.save_arrays`),
 so a kill during a write never leaves a half-written block that looks complete; the
 format is the checksummed, pickle-free npz of :mod:`slamlib.modelfile`.
@@ -33,7 +39,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +55,13 @@ from slamlib.svr.result import TrainingResult, parameter_pairs
 __all__ = [
     "CHECKPOINT_BLOCK_SIZE",
     "CHECKPOINT_FORMAT_VERSION",
+    "BlockRunner",
     "CheckpointMismatchError",
+    "assemble_blocks",
     "clear_checkpoint",
+    "pixel_blocks",
+    "train_block",
+    "train_pixel_blocks",
     "train_pixels_resumable",
     "training_key",
 ]
@@ -211,8 +222,27 @@ def _block_arrays(result: TrainingResult, columns: np.ndarray) -> dict[str, np.n
     return arrays
 
 
-def _assemble(blocks: list[dict[str, np.ndarray]], labels_std: np.ndarray, folds, n_pix: int) -> TrainingResult:
-    """Concatenate block arrays (blocks cover 0..n_pix-1 in order) into one TrainingResult."""
+def assemble_blocks(
+    blocks: list[dict[str, np.ndarray]],
+    labels_std: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    n_pix: int,
+) -> TrainingResult:
+    """Merge the arrays of consecutive pixel blocks into one TrainingResult.
+
+    Parameters
+    ----------
+    blocks : list of dict of ndarray
+        Block arrays (:func:`train_block`) covering the pixels 0..n_pix-1 in order.
+    labels_std : ndarray, shape (n_star, n_label)
+        The standardized training labels (the support labels of every model).
+    folds : list of (train_index, test_index)
+    n_pix : int
+
+    Returns
+    -------
+    TrainingResult
+    """
     merged = {name: np.concatenate([block[name] for block in blocks]) for name in _BLOCK_ARRAYS}
     if merged["best_c"].shape != (n_pix,):
         raise ValueError(f"checkpoint blocks cover {merged['best_c'].shape[0]} pixels, expected {n_pix}.")
@@ -233,10 +263,153 @@ def _assemble(blocks: list[dict[str, np.ndarray]], labels_std: np.ndarray, folds
     )
 
 
-def _train_block(train_pixels: TrainPixels, labels_std, flux_block, good_block, folds, param_grid, epsilon,
-                 min_good_stars) -> TrainingResult:
-    return train_pixels(labels_std, flux_block, good_block, folds, param_grid, epsilon,
-                        min_good_stars=min_good_stars, n_jobs=1)
+def pixel_blocks(n_pix: int, block_size: int) -> list[np.ndarray]:
+    """Cut the pixel columns 0..n_pix-1 into consecutive blocks of ``block_size`` columns.
+
+    Parameters
+    ----------
+    n_pix : int
+        Number of pixels.
+    block_size : int
+        Pixels per block (the last block may be shorter).
+
+    Returns
+    -------
+    list of ndarray of int
+        The columns of every block, in order.
+    """
+    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
+    return [np.arange(start, min(start + block_size, n_pix)) for start in range(0, n_pix, block_size)]
+
+
+def train_block(
+    train_pixels: TrainPixels,
+    labels_std: np.ndarray,
+    flux_block: np.ndarray,
+    good_block: np.ndarray,
+    columns: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    param_grid: dict[str, list[float]],
+    epsilon: float,
+    min_good_stars: int,
+) -> dict[str, np.ndarray]:
+    """Train one block of pixels (the backend single-threaded) and return its block arrays.
+
+    This is the unit of work of every block-wise training, local (:func:`train_pixels_resumable`)
+    or on a Dask cluster (:mod:`slamlib.scaleout`), so both give the same arrays for a block.
+
+    Parameters
+    ----------
+    train_pixels : callable
+        A backend's ``train_pixels``.
+    labels_std : ndarray, shape (n_star, n_label)
+    flux_block, good_block : ndarray, shape (n_star, n_block)
+        The standardized flux and good-pixel mask of the block's columns only.
+    columns : ndarray of int, shape (n_block,)
+        The block's pixel columns in the full spectrum (stored with the arrays).
+    folds : list of (train_index, test_index)
+    param_grid : dict with keys "C" and "gamma"
+    epsilon : float
+    min_good_stars : int
+
+    Returns
+    -------
+    dict of ndarray
+        The per-pixel arrays of the block, as written to a block file and merged by
+        :func:`assemble_blocks`.
+    """
+    result = train_pixels(labels_std, np.ascontiguousarray(flux_block), np.ascontiguousarray(good_block), folds,
+                          param_grid, epsilon, min_good_stars=min_good_stars, n_jobs=1)
+    return _block_arrays(result, columns)
+
+
+#: Runs the pending blocks: receives {block number: columns} and yields (block number, block
+#: arrays of :func:`train_block`) as blocks finish, in any order.
+BlockRunner = Callable[[dict[int, np.ndarray]], Iterator[tuple[int, dict[str, np.ndarray]]]]
+
+
+def train_pixel_blocks(
+    run_blocks: BlockRunner,
+    labels_std: np.ndarray,
+    flux_std: np.ndarray,
+    good: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    param_grid: dict[str, list[float]],
+    epsilon: float,
+    *,
+    min_good_stars: int,
+    block_size: int = CHECKPOINT_BLOCK_SIZE,
+    checkpoint_dir: str | Path | None = None,
+    backend: str = "",
+) -> TrainingResult:
+    """Train all pixels block by block with any block runner, optionally checkpointing every block.
+
+    The pixels are cut by :func:`pixel_blocks`; ``run_blocks`` trains the blocks that are
+    not yet done (locally with joblib, or on a Dask cluster) and yields each block's arrays
+    as it finishes; with a ``checkpoint_dir`` every finished block is written at once, and
+    blocks already in the directory are loaded instead of trained. The blocks are merged by
+    :func:`assemble_blocks`.
+
+    Parameters
+    ----------
+    run_blocks : callable
+        See :data:`BlockRunner`.
+    labels_std : ndarray, shape (n_star, n_label)
+    flux_std : ndarray, shape (n_star, n_pix)
+    good : ndarray of bool, shape (n_star, n_pix)
+    folds : list of (train_index, test_index)
+    param_grid : dict with keys "C" and "gamma"
+    epsilon : float
+    min_good_stars : int
+    block_size : int
+        Pixels per block; part of the training key (blocks must be identical on resume).
+    checkpoint_dir : str or Path, optional
+        Directory of the checkpoint (created if missing); None trains without one.
+    backend : str
+        The backend's name; part of the training key.
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    CheckpointMismatchError
+        If ``checkpoint_dir`` holds the checkpoint of a different training.
+    """
+    n_pix = flux_std.shape[1]
+    block_columns = pixel_blocks(n_pix, block_size)
+    blocks: list[dict[str, np.ndarray] | None] = [None] * len(block_columns)
+    directory = key = None
+    if checkpoint_dir is not None:
+        description = {"backend": str(backend), "grid_pairs": parameter_pairs(param_grid), "epsilon": float(epsilon),
+                       "min_good_stars": int(min_good_stars), "block_size": int(block_size), "n_pix": int(n_pix),
+                       "n_star": int(flux_std.shape[0]), "n_label": int(labels_std.shape[1]), "n_folds": len(folds)}
+        key = training_key(labels_std, flux_std, good, folds, description)
+        directory = Path(checkpoint_dir)
+        _open_directory(directory, key, description)
+        blocks = [_load_block(_block_path(directory, number), key, columns)
+                  for number, columns in enumerate(block_columns)]
+        n_done = sum(block is not None for block in blocks)
+        if n_done:
+            _LOG.info("resuming from %s: %d of %d pixel blocks already trained.", directory, n_done, len(blocks))
+    pending = {number: block_columns[number] for number, block in enumerate(blocks) if block is None}
+    n_done_pixels = n_pix - sum(columns.size for columns in pending.values())
+    with make_progress_bar(total=n_pix, initial=n_done_pixels, unit="pixel", desc="training") as bar:
+        if pending:
+            for number, arrays in run_blocks(pending):
+                columns = block_columns[number]
+                if directory is not None:
+                    modelfile.save_arrays(_block_path(directory, number), arrays, {"key": key, "block": number})
+                    _LOG.debug("checkpointed pixel block %d/%d (pixels %d-%d).", number + 1, len(blocks),
+                               columns[0], columns[-1])
+                blocks[number] = arrays
+                bar.update(columns.size)
+    missing = [number for number, block in enumerate(blocks) if block is None]
+    if missing:
+        raise RuntimeError(f"pixel blocks {missing[:10]} were never trained (the block runner skipped them).")
+    return assemble_blocks(blocks, labels_std, folds, n_pix)
 
 
 def train_pixels_resumable(
@@ -290,41 +463,18 @@ def train_pixels_resumable(
     CheckpointMismatchError
         If ``checkpoint_dir`` holds the checkpoint of a different training.
     """
-    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}.")
-    n_pix = flux_std.shape[1]
-    description = {"backend": str(backend), "grid_pairs": parameter_pairs(param_grid), "epsilon": float(epsilon),
-                   "min_good_stars": int(min_good_stars), "block_size": int(block_size), "n_pix": int(n_pix),
-                   "n_star": int(flux_std.shape[0]), "n_label": int(labels_std.shape[1]), "n_folds": len(folds)}
-    key = training_key(labels_std, flux_std, good, folds, description)
-    directory = Path(checkpoint_dir)
-    _open_directory(directory, key, description)
 
-    block_columns = [np.arange(start, min(start + block_size, n_pix)) for start in range(0, n_pix, block_size)]
-    blocks: list[dict[str, np.ndarray] | None] = [
-        _load_block(_block_path(directory, number), key, columns) for number, columns in enumerate(block_columns)
-    ]
-    n_done = sum(block is not None for block in blocks)
-    if n_done:
-        _LOG.info("resuming from %s: %d of %d pixel blocks already trained.", directory, n_done, len(blocks))
-    pending = [number for number, block in enumerate(blocks) if block is None]
-    n_done_pixels = sum(block_columns[number].size for number in range(len(blocks)) if blocks[number] is not None)
-    # Blocks run in parallel (one block per task, the backend single-threaded inside it) and are
-    # checkpointed in order as they come back; the block boundaries do not depend on n_jobs.
-    tasks = (
-        delayed(_train_block)(train_pixels, labels_std, np.ascontiguousarray(flux_std[:, block_columns[number]]),
-                              np.ascontiguousarray(good[:, block_columns[number]]), folds, param_grid, epsilon,
-                              min_good_stars)
-        for number in pending
-    )
-    with make_progress_bar(total=n_pix, initial=n_done_pixels, unit="pixel", desc="training") as bar:
+    def run_locally(pending: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        # Blocks run in parallel (one block per task, the backend single-threaded inside it) and
+        # come back in order; the block boundaries do not depend on n_jobs.
+        tasks = (
+            delayed(train_block)(train_pixels, labels_std, flux_std[:, columns], good[:, columns], columns, folds,
+                                 param_grid, epsilon, min_good_stars)
+            for columns in pending.values()
+        )
         results = Parallel(n_jobs=n_jobs if len(pending) > 1 else 1, return_as="generator")(tasks)
-        for number, result in zip(pending, results):
-            columns = block_columns[number]
-            arrays = _block_arrays(result, columns)
-            modelfile.save_arrays(_block_path(directory, number), arrays, {"key": key, "block": number})
-            blocks[number] = arrays
-            bar.update(columns.size)
-            _LOG.debug("checkpointed pixel block %d/%d (pixels %d-%d).", number + 1, len(blocks),
-                       columns[0], columns[-1])
-    return _assemble(blocks, labels_std, folds, n_pix)
+        yield from zip(pending, results)
+
+    return train_pixel_blocks(run_locally, labels_std, flux_std, good, folds, param_grid, epsilon,
+                              min_good_stars=min_good_stars, block_size=block_size, checkpoint_dir=checkpoint_dir,
+                              backend=backend)

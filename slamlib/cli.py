@@ -32,6 +32,7 @@ from slamlib.catalog_input import (
 from slamlib.checkpoint import clear_checkpoint
 from slamlib.preprocess import MAX_BAD_PIXELS, common_wave_grid, count_bad_pixels
 from slamlib.progress import progress_bars
+from slamlib.scaleout import connect
 
 __all__ = ["main", "build_parser"]
 
@@ -61,6 +62,8 @@ examples:
   slam train stars.fits --labels teff logg m_h --spectra-column path --output model.npz
   slam train stars.csv --labels teff logg --arrays spectra.npz --output model.npz \\
       --grid-c 1 10 100 --grid-gamma 0.1 1 --cv 8 --n-jobs 8 --wave-min 4000 --wave-max 5500
+  slam train stars.csv --labels teff logg --arrays spectra.npz --output model.npz \\
+      --scheduler tcp://10.0.0.1:8786     # one task per block of 32 pixels on a Dask cluster
 
 Spectra with more than --max-bad-pixels bad pixels, unreadable files and rows with missing
 labels are left out (the command says how many). Training is checkpointed block by block
@@ -74,6 +77,8 @@ _PREDICT_EPILOG = """\
 examples:
   slam predict model.npz targets.fits --spectra-column path --output labels.fits
   slam predict model.npz --arrays spectra.npz --output labels.fits --chunk-size 5000 --n-jobs 8
+  slam predict model.npz --arrays spectra.npz --output labels.fits --chunk-size 50000 \\
+      --scheduler tcp://10.0.0.1:8786     # each chunk fitted on a Dask cluster, 256 spectra per task
 
 The catalogue has one row per input row: row, identifiers (obsid... if in the table), the
 labels and <label>_err, rchi2, rms, converged, extrapolated, n_iter, n_good_pixels, snr and
@@ -242,11 +247,12 @@ def command_train(args: argparse.Namespace) -> int:
     output = Path(args.output)
     checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else output.with_name(output.name + ".checkpoint")
     model = SlamModel(**_model_parameters(args))  # checks the parameters before the data are read
-    training = load_training_set(args)
-    if args.restart:
-        clear_checkpoint(checkpoint_dir)
-    model.fit(training.flux, training.ivar, training.labels, training.label_names, wave=training.wave,
-              checkpoint_dir=checkpoint_dir)
+    with connect(args.scheduler) as client:  # an unreachable scheduler stops the command before the data are read
+        training = load_training_set(args)
+        if args.restart:
+            clear_checkpoint(checkpoint_dir)
+        model.fit(training.flux, training.ivar, training.labels, training.label_names, wave=training.wave,
+                  checkpoint_dir=checkpoint_dir, scheduler=client)
     model.save(output, include_cv_models=not args.no_cv_models)
     if not args.keep_checkpoint:
         clear_checkpoint(checkpoint_dir)
@@ -315,6 +321,7 @@ def command_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"the table has no column(s) {missing}; its columns are {table.colnames}.")
         columns = {name: np.asarray(np.ma.filled(table[name])) for name in names}
     with contextlib.ExitStack() as stack:
+        client = stack.enter_context(connect(args.scheduler))
         if args.arrays is not None:
             arrays = stack.enter_context(ArraysFile(args.arrays))
             if table is not None and arrays.n_spec != len(table):
@@ -336,7 +343,7 @@ def command_predict(args: argparse.Namespace) -> int:
                 columns,
             )
         catalogue = predict_catalogue(model, source, args.output, chunk_size=args.chunk_size, n_jobs=args.n_jobs,
-                                      keep_chunks=args.keep_chunks)
+                                      keep_chunks=args.keep_chunks, scheduler=client)
     n_good = int(np.count_nonzero(catalogue["converged"] & ~catalogue["extrapolated"])) if len(catalogue) else 0
     print(f"wrote {args.output}: {len(catalogue)} spectra, {n_good} converged within the training range, "
           f"{len(catalogue) - n_good} flagged (see columns converged, extrapolated, reason)")
@@ -372,6 +379,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show progress bars (default: only on a terminal)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="parallel workers, -1 for all cores (default)")
+
+
+def _add_scheduler(parser: argparse.ArgumentParser, work: str) -> None:
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help=f"{work} on the Dask cluster whose scheduler listens at ADDRESS "
+                             "(e.g. tcp://10.0.0.1:8786); default: on this machine")
 
 
 def _add_spectra(parser: argparse.ArgumentParser) -> None:
@@ -444,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after saving the model")
     train.add_argument("--no-cv-models", action="store_true",
                        help="do not store the CV fold models (smaller file; no CV labels later)")
+    _add_scheduler(train, "train the pixel blocks")
     train.set_defaults(handler=command_train)
 
     predict = commands.add_parser("predict", help="derive labels for a catalogue of spectra",
@@ -457,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--id-columns", nargs="*", metavar="NAME",
                          help=f"table columns copied to the catalogue (default: those of {list(_ID_COLUMNS)} present)")
     predict.add_argument("--keep-chunks", action="store_true", help="keep OUTPUT.chunks/ after writing the catalogue")
+    _add_scheduler(predict, "fit the spectra")
     _add_common(predict)
     predict.set_defaults(handler=command_predict)
 

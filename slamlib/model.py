@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from slamlib import modelfile
-from slamlib.fitting import GaussianPrior, PredictionResult, predict_labels
+from slamlib.fitting import GaussianPrior, PredictionResult
+from slamlib.scaleout import check_scheduler, label_predictor
 from slamlib.scaling import Standardizer
 from slamlib.svr import folds as svr_folds
 from slamlib.svr.kernel import KernelExpansion
@@ -152,6 +153,7 @@ class SlamModel:
         *,
         wave: np.ndarray | None = None,
         checkpoint_dir: str | Path | None = None,
+        scheduler: "str | distributed.Client | None" = None,
     ) -> "SlamModel":
         """Train one SVR per pixel, choosing (C, gamma) by k-fold cross-validation.
 
@@ -173,6 +175,11 @@ class SlamModel:
             interrupted training and gives the same model as an uninterrupted run. A directory
             holding the checkpoint of different data or parameters raises
             :class:`slamlib.checkpoint.CheckpointMismatchError` instead of being reused.
+        scheduler : str or distributed.Client, optional
+            Train on a Dask cluster: the address of its scheduler (e.g. ``"tcp://127.0.0.1:8786"``)
+            or a connected ``distributed.Client``; one task per block of pixels
+            (:mod:`slamlib.scaleout`). With ``checkpoint_dir`` every finished block is also
+            written there. None (default): train on this machine with ``n_jobs`` workers.
 
         Returns
         -------
@@ -180,6 +187,7 @@ class SlamModel:
             ``self``, fitted.
         """
         flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names)
+        check_scheduler(scheduler)
         if wave is not None and np.shape(wave) != (flux.shape[1],):
             raise ValueError(f"wave has shape {np.shape(wave)}, expected ({flux.shape[1]},).")
         folds = svr_folds.kfold_indices(flux.shape[0], self.cv, self.random_state)
@@ -191,7 +199,14 @@ class SlamModel:
 
         train_pixels = {"libsvm": libsvm.train_pixels, "batched": batched.train_pixels}[self.backend]
         start = time.perf_counter()
-        if checkpoint_dir is None:
+        if scheduler is not None:
+            from slamlib.scaleout import train_pixels_on_cluster
+
+            result = train_pixels_on_cluster(
+                train_pixels, labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
+                min_good_stars=2 * self.cv, scheduler=scheduler, checkpoint_dir=checkpoint_dir, backend=self.backend,
+            )
+        elif checkpoint_dir is None:
             result = train_pixels(
                 labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
                 min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
@@ -296,6 +311,7 @@ class SlamModel:
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
         method: str = "reference",
+        scheduler: "str | distributed.Client | None" = None,
     ) -> PredictionResult:
         """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
 
@@ -311,6 +327,11 @@ class SlamModel:
             "reference" (default): ``scipy.optimize.least_squares`` per spectrum, in parallel
             over chunks; "batched": Levenberg-Marquardt on many spectra at once with all kernel
             work as matrix products (agrees with the reference; not yet faster, see the README).
+        scheduler : str or distributed.Client, optional
+            Fit on a Dask cluster: the address of its scheduler (e.g. ``"tcp://127.0.0.1:8786"``)
+            or a connected ``distributed.Client``; one task per chunk of 256 spectra
+            (:mod:`slamlib.scaleout`), the same labels as locally (bit for bit with the reference
+            method). None (default): fit on this machine.
 
         Returns
         -------
@@ -319,7 +340,8 @@ class SlamModel:
             ``reason``; spectra that cannot be fitted are flagged, not raised.
         """
         result = self._require_fitted()
-        return predict_labels(
+        predict = label_predictor(scheduler)
+        return predict(
             flux, ivar,
             expansion=result.expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
             model_variance=self.model_variance_, usable=result.trained,
@@ -335,6 +357,7 @@ class SlamModel:
         *,
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
+        scheduler: "str | distributed.Client | None" = None,
     ) -> PredictionResult:
         """Cross-validated labels of the training spectra.
 
@@ -349,6 +372,9 @@ class SlamModel:
             The training spectra, in the order given to :meth:`fit`.
         prior : GaussianPrior, optional
         n_jobs : int, optional
+        scheduler : str or distributed.Client, optional
+            Fit on a Dask cluster, as in :meth:`predict` (pass a Client rather than an address
+            to connect once for all folds).
 
         Returns
         -------
@@ -356,6 +382,7 @@ class SlamModel:
             One row per training star.
         """
         result = self._require_fitted()
+        predict = label_predictor(scheduler)
         if result.fold_expansions is None:
             raise ValueError("this model holds no CV fold models (saved without them); retrain it to get CV labels.")
         n_train = result.expansion.support_labels.shape[0]
@@ -368,7 +395,7 @@ class SlamModel:
             held_out = np.flatnonzero(result.fold_of_star == fold_number)
             fit_stars = np.flatnonzero(result.fold_of_star != fold_number)
             fit_labels_std = result.expansion.support_labels[fit_stars]
-            parts.append(predict_labels(
+            parts.append(predict(
                 flux[held_out], ivar[held_out],
                 expansion=fold_expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
                 model_variance=self.model_variance_, usable=result.trained,
