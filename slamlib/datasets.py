@@ -146,14 +146,15 @@ def _random_rows(table: Table, n_rows: int, rng: np.random.Generator) -> Table:
     return table[np.sort(rng.choice(len(table), n_rows, replace=False))]
 
 
-def _lamost_lasp_labels(catalog: Table, n_train: int, n_test_per_bin: int, seed: int) -> Table:
+def _lamost_lasp_labels(catalog: Table, n_train: int, n_test_per_bin: int, seed: int,
+                        train_snr_range: tuple[float, float]) -> Table:
     """The Section 3 selection from a LAMOST catalogue, in the column names of the mock sample."""
     from slamlib import data
 
     rng = np.random.default_rng(seed)
-    training = _random_rows(data.select_lasp_training(catalog).table, n_train, rng)
+    training = _random_rows(data.select_lasp_training(catalog, snr_range=tuple(train_snr_range)).table, n_train, rng)
     training["set"] = "train"
-    training["snr_bin"] = "120-140"
+    training["snr_bin"] = f"{train_snr_range[0]:g}-{train_snr_range[1]:g}"
     test = data.select_lasp_test(catalog).table
     parts = [training]
     for number, (low, high) in enumerate(LASP_TEST_SNR_BINS):
@@ -192,8 +193,9 @@ def _mock_sample(name: str, labels: Table, seed: int, parameters: dict, n_jobs: 
 def load_lasp_test(
     data_source: str = "mock", *, n_train: int = 2000, n_test_per_bin: int = 300, seed: int = 0, n_jobs: int = 1,
     catalog: Table | None = None, base_url: str | None = None,
+    train_snr_range: tuple[float, float] = (120.0, 140.0),
 ) -> SurveySample:
-    """The Section 3 sample: a training set at 120 < S/N_g < 140 and six test bins.
+    """The Section 3 sample: a training set at 120 < S/N_g < 140 (``train_snr_range``) and six test bins.
 
     With ``data_source="lamost"`` the stars are drawn (seeded) from the LAMOST DR5 LASP catalogue
     (``catalog``, default :func:`slamlib.data.lamost_catalog`, which needs the network) with the
@@ -211,10 +213,13 @@ def load_lasp_test(
         from slamlib import data
 
         catalog = data.lamost_catalog() if catalog is None else catalog
-        return _survey_sample("lasp_test", _lamost_lasp_labels(catalog, n_train, n_test_per_bin, seed), n_jobs, base_url)
-    labels = mock.lasp_test_sample(n_train, n_test_per_bin, seed)
-    return _mock_sample("lasp_test", labels, seed,
-                        {"n_train": n_train, "n_test_per_bin": n_test_per_bin, "seed": seed}, n_jobs)
+        labels = _lamost_lasp_labels(catalog, n_train, n_test_per_bin, seed, train_snr_range)
+        return _survey_sample("lasp_test", labels, n_jobs, base_url)
+    labels = mock.lasp_test_sample(n_train, n_test_per_bin, seed, train_snr_range=tuple(train_snr_range))
+    parameters = {"n_train": n_train, "n_test_per_bin": n_test_per_bin, "seed": seed}
+    if tuple(map(float, train_snr_range)) != mock.LASP_TRAIN_SNR:
+        parameters["train_snr_range"] = [float(value) for value in train_snr_range]   # default keeps existing cache keys
+    return _mock_sample("lasp_test", labels, seed, parameters, n_jobs)
 
 
 #: The six labels of the Section 4 model, as columns of the standardized APOGEE catalogue.

@@ -218,3 +218,21 @@ def test_samples_synthesize_without_errors():
 def test_public_api_names():
     for name in ("synthesize", "write_lamost_fits", "lasp_test_sample", "apogee_common_sample", "survey", "measure_snr"):
         assert callable(getattr(mock, name))
+
+
+def test_lasp_test_sample_training_snr_range_moves_only_the_training_set():
+    paper = lasp_test_sample(n_train=200, n_test_per_bin=10, seed=5)
+    noisy = lasp_test_sample(n_train=200, n_test_per_bin=10, seed=5, train_snr_range=(20.0, 40.0))
+    train = np.asarray(noisy["set"]) == "train"
+    snr = np.asarray(noisy["snr_g"])
+    assert np.all((snr[train] >= 20.0) & (snr[train] <= 40.0))
+    assert set(np.asarray(noisy["snr_bin"])[train]) == {"20-40"}
+    assert np.all(np.asarray(paper["snr_g"])[train] >= 120.0)
+    # the test sets keep their own S/N bins
+    np.testing.assert_array_equal(np.asarray(noisy["snr_bin"])[~train], np.asarray(paper["snr_bin"])[~train])
+
+
+@pytest.mark.parametrize("bad", [(40.0, 20.0), (1.0, 30.0), (np.nan, 30.0), (20.0,), "high"])
+def test_lasp_test_sample_refuses_a_bad_training_snr_range(bad):
+    with pytest.raises(ValueError, match="train_snr_range"):
+        lasp_test_sample(n_train=10, n_test_per_bin=1, seed=0, train_snr_range=bad)

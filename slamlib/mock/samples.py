@@ -184,18 +184,32 @@ def _draw_afgk(rng: np.random.Generator, n: int) -> Table:
     )
 
 
-def lasp_test_sample(n_train: int, n_test_per_bin: int, seed: int) -> Table:
+def _check_snr_range(snr_range) -> tuple[float, float]:
+    try:
+        low, high = (float(value) for value in snr_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"train_snr_range must be a pair (low, high) of S/N_g values, got {snr_range!r}.") from None
+    if not (np.isfinite(low) and np.isfinite(high) and 5.0 <= low < high):
+        raise ValueError(f"train_snr_range must satisfy 5 <= low < high (finite), got ({low}, {high}).")
+    return low, high
+
+
+def lasp_test_sample(
+    n_train: int, n_test_per_bin: int, seed: int, *, train_snr_range: tuple[float, float] = LASP_TRAIN_SNR,
+) -> Table:
     """Labels of the mock "LASP test" (paper Section 3).
 
     Parameters
     ----------
     n_train : int
-        Stars in the training set (S/N_g uniform in 120-140).
+        Stars in the training set (S/N_g uniform in ``train_snr_range``).
     n_test_per_bin : int
         Stars in each of the six test sets, S/N_g uniform in (5, 20), (20, 40), (40, 60),
         (60, 80), (80, 100) and (100, 120).
     seed : int
         Seed of the label draws (the spectra take their own seed in ``synthesize``).
+    train_snr_range : (float, float)
+        S/N_g interval of the training set; the paper's is (120, 140).
 
     Returns
     -------
@@ -210,8 +224,10 @@ def lasp_test_sample(n_train: int, n_test_per_bin: int, seed: int) -> Table:
     Raises
     ------
     ValueError
-        For negative sizes, an empty sample or a bad seed.
+        For negative sizes, an empty sample, a bad seed or a training S/N range that is not
+        an increasing pair of finite numbers >= 5.
     """
+    train_snr_range = _check_snr_range(train_snr_range)
     n_train = _check_count("n_train", n_train)
     n_test_per_bin = _check_count("n_test_per_bin", n_test_per_bin)
     seed = _check_seed(seed)
@@ -222,8 +238,8 @@ def lasp_test_sample(n_train: int, n_test_per_bin: int, seed: int) -> Table:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(101,)))
     table = _draw_afgk(rng, n)
     snr = np.empty(n)
-    snr[:n_train] = rng.uniform(*LASP_TRAIN_SNR, n_train)
-    bins = [_bin_label(*LASP_TRAIN_SNR)] * n_train
+    snr[:n_train] = rng.uniform(*train_snr_range, n_train)
+    bins = [_bin_label(*train_snr_range)] * n_train
     for k, (low, high) in enumerate(LASP_SNR_BINS):
         rows = slice(n_train + k * n_test_per_bin, n_train + (k + 1) * n_test_per_bin)
         snr[rows] = rng.uniform(low, high, n_test_per_bin)
