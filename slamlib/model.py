@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from slamlib import modelfile
+from slamlib.ensemble import EnsemblePrediction
 from slamlib.fitting import GaussianPrior, PredictionResult
 from slamlib.scaleout import check_scheduler, label_predictor
 from slamlib.scaling import Standardizer
@@ -312,7 +313,8 @@ class SlamModel:
         n_jobs: int | None = None,
         method: str = "reference",
         scheduler: "str | distributed.Client | None" = None,
-    ) -> PredictionResult:
+        ensemble: bool = False,
+    ) -> "PredictionResult | EnsemblePrediction":
         """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
 
         Parameters
@@ -332,23 +334,40 @@ class SlamModel:
             or a connected ``distributed.Client``; one task per chunk of 256 spectra
             (:mod:`slamlib.scaleout`), the same labels as locally (bit for bit with the reference
             method). None (default): fit on this machine.
+        ensemble : bool
+            Also fit every spectrum with each of the k CV sub-models (each trained without one
+            fold of the training stars) and return an :class:`slamlib.ensemble.EnsemblePrediction`
+            whose ``ensemble_errors`` (grouped jackknife over the sub-models) measure how much
+            the labels depend on the training set, and ``total_errors`` add them to the formal
+            errors in quadrature (paper Section 5.2). Costs k + 1 fits per spectrum.
 
         Returns
         -------
-        PredictionResult
+        PredictionResult or EnsemblePrediction
             ``labels``, ``errors``, ``cov``, ``converged``, ``rchi2``, ``rms``, ``n_iter``,
-            ``reason``; spectra that cannot be fitted are flagged, not raised.
+            ``reason``; spectra that cannot be fitted are flagged, not raised. With
+            ``ensemble=True`` an :class:`~slamlib.ensemble.EnsemblePrediction` wrapping it.
         """
         result = self._require_fitted()
         predict = label_predictor(scheduler)
-        return predict(
-            flux, ivar,
-            expansion=result.expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
-            model_variance=self.model_variance_, usable=result.trained,
-            training_model_flux=self.training_model_flux_, training_labels_std=result.expansion.support_labels,
-            label_names=self.label_names_, prior=prior, n_jobs=self.n_jobs if n_jobs is None else n_jobs,
-            method=method,
-        )
+        n_jobs = self.n_jobs if n_jobs is None else n_jobs
+        common = dict(flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_, model_variance=self.model_variance_,
+                      usable=result.trained, label_names=self.label_names_, prior=prior, n_jobs=n_jobs, method=method)
+        prediction = predict(flux, ivar, expansion=result.expansion, training_model_flux=self.training_model_flux_,
+                             training_labels_std=result.expansion.support_labels, **common)
+        if not ensemble:
+            return prediction
+        if result.fold_expansions is None:
+            raise ValueError("ensemble=True needs the CV sub-models, which this model does not hold (saved with "
+                             "include_cv_models=False); retrain it or load a file saved with them.")
+        members = []
+        for fold_number, fold_expansion in enumerate(result.fold_expansions):
+            fit_labels_std = result.expansion.support_labels[result.fold_of_star != fold_number]
+            members.append(predict(
+                flux, ivar, expansion=fold_expansion,
+                training_model_flux=self.flux_scaler_.inverse_transform(fold_expansion.evaluate(fit_labels_std)),
+                training_labels_std=fit_labels_std, **common))
+        return EnsemblePrediction.from_members(prediction, members)
 
     def predict_cv(
         self,

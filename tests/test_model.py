@@ -293,3 +293,35 @@ def test_batched_backend_keeps_the_cv_fold_models_at_the_chosen_grid_point(data,
     cv_reference = fitted.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN]).labels
     np.testing.assert_allclose(np.std(cv_fast - labels[:N_TRAIN], axis=0),
                                np.std(cv_reference - labels[:N_TRAIN], axis=0), rtol=0.05)
+
+
+def test_ensemble_prediction_adds_the_sub_models_jackknife_spread(fitted, data, prediction):
+    labels, flux, ivar = data
+    ensemble = fitted.predict(flux[N_TRAIN:], ivar[N_TRAIN:], ensemble=True)
+    # The final model's fit is unchanged by asking for the ensemble.
+    np.testing.assert_array_equal(ensemble.labels, prediction.labels)
+    np.testing.assert_array_equal(ensemble.errors, prediction.errors)
+    assert ensemble.member_labels.shape == (fitted.cv, len(prediction), len(LABEL_NAMES))
+    assert np.all(np.isfinite(ensemble.ensemble_errors)) and np.all(ensemble.ensemble_errors > 0)
+    # Five sub-models each trained on 4/5 of 250 stars: their spread is small against the labels' range.
+    assert np.all(np.median(ensemble.ensemble_errors, axis=0) < 0.2 * np.ptp(labels, axis=0))
+    np.testing.assert_allclose(ensemble.total_errors**2, ensemble.errors**2 + ensemble.ensemble_errors**2)
+    table = ensemble.to_table()
+    assert {"teff_err_ensemble", "teff_err_total", "n_members_converged"} <= set(table.colnames)
+
+
+def test_ensemble_members_are_the_cv_fold_models(fitted, data):
+    # Sub-model k labels the stars of fold k exactly as predict_cv does (the same model and start).
+    labels, flux, ivar = data
+    fold_of_star = fitted._require_fitted().fold_of_star
+    stars = np.flatnonzero(fold_of_star == 2)[:5]
+    ensemble = fitted.predict(flux[stars], ivar[stars], ensemble=True)
+    cv_labels = fitted.predict_cv(flux[:N_TRAIN], ivar[:N_TRAIN]).labels[stars]
+    np.testing.assert_allclose((ensemble.member_labels[2] - cv_labels) / np.ptp(labels, axis=0), 0.0, atol=1e-8)
+
+
+def test_ensemble_needs_the_cv_sub_models(fitted, tmp_path):
+    slim = SlamModel.load(fitted.save(tmp_path / "slim.npz", include_cv_models=False))
+    flux = fitted.predict_spectrum(np.array([5000.0, 4.0, 0.0]))
+    with pytest.raises(ValueError, match="CV sub-models"):
+        slim.predict(flux, np.full(flux.shape, 1e4), ensemble=True)
