@@ -9,7 +9,7 @@ from matplotlib.colors import LogNorm
 
 from slamlib.plotting.style import annotate_source
 
-__all__ = ["plot_pixel_statistics", "plot_kiel_and_one_to_one", "plot_errors_vs_snr", "LABEL_TEX"]
+__all__ = ["plot_pixel_statistics", "plot_kiel_and_one_to_one", "plot_errors_vs_snr", "plot_ensemble_errors", "LABEL_TEX"]
 
 LABEL_TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$", "m_h": "[M/H]", "feh": "[Fe/H]",
              "alpha_m": r"[$\alpha$/M]", "c_m": "[C/M]", "n_m": "[N/M]"}
@@ -167,6 +167,30 @@ def plot_errors_vs_snr(
         axis.set_yscale("log")
     for axis in list(axes.flat)[n_label:]:
         axis.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    annotate_source(figure, source_label)
+    return figure
+
+
+def plot_ensemble_errors(table: Table, label_names: list[str], *, source_label: str):
+    """Formal, ensemble and total errors against the scatter they should describe, per S/N bin.
+
+    Parameters
+    ----------
+    table : astropy Table
+        Output of :func:`slamlib.lasp_test.ensemble_error_table`.
+    """
+    figure, axes = plt.subplots(1, len(label_names), figsize=(4.2 * len(label_names), 3.2), layout="constrained", squeeze=False)
+    snr = np.asarray(table["snr_median"], float)
+    reference = table.meta.get("reference", "reference labels")
+    for axis, name in zip(axes.flat, label_names):
+        axis.plot(snr, table[f"{name}_scatter"], "o-", color="C3", label=f"scatter vs {reference}")
+        axis.plot(snr, table[f"{name}_err_formal"], "^--", color="C2", label="formal error (median)")
+        axis.plot(snr, table[f"{name}_err_ensemble"], "v:", color="C4", label="CV sub-model ensemble (median)")
+        axis.plot(snr, table[f"{name}_err_total"], "s-", color="C0", label="total: formal + ensemble (median)")
+        axis.set_xlabel(r"S/N$_g$")
+        axis.set_ylabel(_tex(name))
+        axis.set_yscale("log")
     axes.flat[0].legend(fontsize=7)
     annotate_source(figure, source_label)
     return figure
