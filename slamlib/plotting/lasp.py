@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from astropy.table import Table
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from slamlib.plotting.style import annotate_source
 
@@ -89,10 +90,20 @@ def plot_kiel_and_one_to_one(
     figure, axes = plt.subplots(n_bin, 1 + len(label_names), figsize=(3.1 * (1 + len(label_names)), 2.6 * n_bin),
                                 layout="constrained", squeeze=False)
     limits = {name: np.nanpercentile(np.asarray(reference[name], float), [0.5, 99.5]) for name in label_names}
+    # One colour scale for every panel (the largest count of any 40 x 40 cell), so colours compare.
+    vmax = 1.0
+    for low, high in snr_bins:
+        in_bin = (snr >= low) & (snr < high)
+        for name in label_names:
+            x, y = np.asarray(reference[name], float)[in_bin], np.asarray(predicted[name], float)[in_bin]
+            finite = np.isfinite(x) & np.isfinite(y)
+            edges = np.linspace(*limits[name], 40)
+            vmax = max(vmax, float(np.histogram2d(x[finite], y[finite], bins=(edges, edges))[0].max(initial=1.0)))
     for row, (low, high) in enumerate(snr_bins):
         in_bin = (snr >= low) & (snr < high)
         teff, logg = (np.asarray(predicted[name], float)[in_bin] for name in label_names[:2])
-        image = _hist2d(axes[row, 0], teff, logg, bins=(np.linspace(*limits[label_names[0]], 40), np.linspace(*limits[label_names[1]], 40)))
+        image = _hist2d(axes[row, 0], teff, logg, bins=(np.linspace(*limits[label_names[0]], 40), np.linspace(*limits[label_names[1]], 40)),
+                        vmax=vmax)
         axes[row, 0].invert_xaxis()
         axes[row, 0].invert_yaxis()
         axes[row, 0].set_ylabel(f"S/N$_g$ {low:g}–{high:g}\n{_tex(label_names[1])}")
@@ -101,7 +112,7 @@ def plot_kiel_and_one_to_one(
             x = np.asarray(reference[name], float)[in_bin]
             y = np.asarray(predicted[name], float)[in_bin]
             edges = np.linspace(*limits[name], 40)
-            _hist2d(axis, x, y, bins=(edges, edges))
+            _hist2d(axis, x, y, bins=(edges, edges), vmax=vmax)
             axis.plot(limits[name], limits[name], "r-", lw=0.6)
             difference = y - x
             ok = np.isfinite(difference)
@@ -115,8 +126,12 @@ def plot_kiel_and_one_to_one(
             axes[row, 0].set_title("Kiel diagram (SLAM)", fontsize=9)
         if row == n_bin - 1:
             axes[row, 0].set_xlabel(_tex(label_names[0]))
-    figure.colorbar(image, ax=axes[:, 0], label="count", location="left", shrink=0.3)
-    figure.supylabel("SLAM")
+    colorbar = figure.colorbar(image, ax=axes, label="stars per cell", location="right", shrink=0.25, aspect=15)
+    colorbar.set_ticks([tick for tick in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000) if tick <= vmax],
+                       labels=None)
+    colorbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%d"))
+    colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
+    figure.supylabel("SLAM labels (one-to-one panels: y axis)", fontsize=9)
     annotate_source(figure, source_label)
     return figure
 
