@@ -42,7 +42,9 @@ class SurveySample:
     flux, ivar : ndarray, shape (n_spec, n_pix)
         Normalized flux and inverse variance on ``wave`` (rest frame).
     n_bad : ndarray of int, shape (n_spec,)
-        Bad pixels per spectrum on the grid.
+        Bad pixels per spectrum on the full grid the spectra were prepared on (kept when the
+        sample is restricted to a wavelength window, so quality cuts such as the paper's
+        "at most 50 bad pixels" mean the same whatever window a model is trained on).
     data_source : str
         ``"mock"`` or the survey.
     cache_key : str
@@ -61,21 +63,25 @@ class SurveySample:
         return len(self.labels)
 
     def subset(self, selection: np.ndarray, name: str) -> "SurveySample":
-        """The rows selected by a boolean mask or index array; ``name`` enters the cache key."""
-        index = np.flatnonzero(selection) if np.asarray(selection).dtype == bool else np.asarray(selection)
+        """The rows selected by a boolean mask or index array.
+
+        The cache key gets ``name`` and a digest of the selected rows, so models cached for one
+        subset are never loaded for another that happens to carry the same name.
+        """
+        index = np.flatnonzero(selection) if np.asarray(selection).dtype == bool else np.asarray(selection, dtype=np.int64)
+        rows_digest = hashlib.sha256(np.ascontiguousarray(index, dtype=np.int64).tobytes()).hexdigest()[:12]
         return SurveySample(self.labels[index], self.wave, self.flux[index], self.ivar[index], self.n_bad[index],
-                            self.data_source, f"{self.cache_key}/{name}")
+                            self.data_source, f"{self.cache_key}/{name}-{rows_digest}")
 
     def restrict_wavelengths(self, low: float, high: float) -> "SurveySample":
-        """Only the pixels with ``low <= wave <= high`` (Angstrom)."""
+        """Only the pixels with ``low <= wave <= high`` (Angstrom); ``n_bad`` still counts the full grid."""
         if not low < high:
             raise ValueError(f"wave_range must be increasing, got ({low}, {high}).")
         pixels = (self.wave >= low) & (self.wave <= high)
         if pixels.sum() < 10:
             raise ValueError(f"wave_range ({low}, {high}) keeps {pixels.sum()} pixels of {self.wave[0]:.0f}-{self.wave[-1]:.0f} A.")
         return SurveySample(self.labels, self.wave[pixels], self.flux[:, pixels], self.ivar[:, pixels],
-                            np.count_nonzero(self.ivar[:, pixels] <= 0, axis=1), self.data_source,
-                            f"{self.cache_key}/wave{low:g}-{high:g}")
+                            self.n_bad, self.data_source, f"{self.cache_key}/wave{low:g}-{high:g}")
 
     def label_array(self, columns: list[str]) -> np.ndarray:
         """Labels as a float array of shape (n_spec, len(columns))."""

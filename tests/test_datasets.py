@@ -85,7 +85,18 @@ def test_mock_sample_is_cached_and_restricts_wavelengths(cache):
     window = sample.restrict_wavelengths(5000.0, 5100.0)
     assert window.wave[0] >= 5000.0 and window.wave[-1] <= 5100.0 and window.flux.shape[1] == window.wave.size
     assert window.cache_key != sample.cache_key
+    # The bad-pixel count keeps describing the whole spectrum (the paper's cut is on all pixels).
+    np.testing.assert_array_equal(window.n_bad, sample.n_bad)
     with pytest.raises(ValueError, match="increasing"):
         sample.restrict_wavelengths(5100.0, 5000.0)
     with pytest.raises(ValueError, match="data_source"):
         datasets.load_lasp_test("sdss")
+
+
+def test_subsets_with_the_same_name_but_other_rows_get_other_cache_keys(cache):
+    sample = datasets.load_lasp_test("mock", n_train=12, n_test_per_bin=2, seed=1)
+    first = sample.subset(np.arange(len(sample)) < 10, "train")
+    same = sample.subset(np.arange(10), "train")
+    other = sample.subset(np.arange(len(sample)) < 11, "train")
+    assert first.cache_key == same.cache_key
+    assert other.cache_key != first.cache_key
