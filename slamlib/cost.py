@@ -8,14 +8,14 @@ prediction of a batch of spectra for each backend, on a sample and pixel range t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.table import Table
 
 from slamlib.model import SlamModel
 
-__all__ = ["PAPER_COST", "CostMeasurement", "measure_cost", "cost_table"]
+__all__ = ["PAPER_COST", "CostMeasurement", "measure_cost", "cost_table", "prediction_cost_table"]
 
 #: The paper's reported costs (Section 5.3).
 PAPER_COST = {"training_seconds_17k_stars": 86400.0, "prediction_seconds_per_spectrum": 60.0}
@@ -32,6 +32,8 @@ class CostMeasurement:
     training_seconds : float
     prediction_seconds : float
         For ``n_predicted`` spectra.
+    model : SlamModel
+        The model that was timed (for further measurements).
     """
 
     backend: str
@@ -42,6 +44,7 @@ class CostMeasurement:
     n_predicted: int
     training_seconds: float
     prediction_seconds: float
+    model: SlamModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def spectra_per_second(self) -> float:
@@ -73,13 +76,50 @@ def measure_cost(
         model.predict(flux_test, ivar_test)
         prediction_seconds = time.perf_counter() - start
         measurements.append(CostMeasurement(backend, flux_train.shape[0], flux_train.shape[1], n_grid, cv,
-                                            flux_test.shape[0], training_seconds, prediction_seconds))
+                                            flux_test.shape[0], training_seconds, prediction_seconds, model))
     return measurements
 
 
 def cost_table(measurements: list[CostMeasurement]) -> Table:
     """One row per backend: sizes, training time, SVR fits per second and prediction rate."""
-    return Table(rows=[(m.backend, m.n_train, m.n_pix, m.n_grid, m.n_folds, m.training_seconds, m.fits_per_second,
-                        m.n_predicted, m.prediction_seconds, m.spectra_per_second) for m in measurements],
-                 names=["backend", "n_train", "n_pix", "n_grid", "n_folds", "training_seconds", "svr_fits_per_second",
-                        "n_predicted", "prediction_seconds", "spectra_per_second"])
+    table = Table(rows=[(m.backend, m.n_train, m.n_pix, m.n_grid, m.n_folds, m.training_seconds, m.fits_per_second,
+                         m.n_predicted, m.prediction_seconds, m.spectra_per_second) for m in measurements],
+                  names=["backend", "n_train", "n_pix", "n_grid", "n_folds", "training_seconds", "svr_fits_per_second",
+                         "n_predicted", "prediction_seconds", "spectra_per_second"])
+    for column in ("training_seconds", "svr_fits_per_second", "prediction_seconds", "spectra_per_second"):
+        table[column].info.format = ".1f"
+    return table
+
+
+def prediction_cost_table(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, *,
+                          methods: tuple[str, ...] = ("reference", "batched"), ensemble: bool = True) -> Table:
+    """Time label prediction of the same spectra by each prediction method (and the CV ensemble).
+
+    Parameters
+    ----------
+    model : SlamModel
+        A fitted model.
+    flux, ivar : ndarray, shape (n_spec, n_pix)
+    methods : tuple of str
+        ``SlamModel.predict`` methods to time.
+    ensemble : bool
+        Also time ``predict(..., ensemble=True)`` with the first method (k + 1 fits per spectrum).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``what``, ``n_spectra``, ``seconds``, ``spectra_per_second``.
+    """
+    rows = []
+    runs = [(f"predict(method={method!r})", {"method": method}) for method in methods]
+    if ensemble:
+        runs.append((f"predict(method={methods[0]!r}, ensemble=True)", {"method": methods[0], "ensemble": True}))
+    for name, options in runs:
+        start = time.perf_counter()
+        model.predict(flux, ivar, **options)
+        seconds = time.perf_counter() - start
+        rows.append((name, flux.shape[0], seconds, flux.shape[0] / seconds))
+    table = Table(rows=rows, names=["what", "n_spectra", "seconds", "spectra_per_second"])
+    for column in ("seconds", "spectra_per_second"):
+        table[column].info.format = ".1f"
+    return table
