@@ -25,6 +25,11 @@ book: install
 benchmark: install
 	$(BIN)/python benchmarks/run.py
 
+# Prediction benchmark (batched vs reference vs original-code-style); trains and caches the model on first use
+.PHONY: benchmark-predict
+benchmark-predict: install
+	$(BIN)/python benchmarks/prediction.py
+
 clean-book:
 	rm -rf _build
 

@@ -191,6 +191,7 @@ def fit_labels(
     flux_scaler: Standardizer,
     *,
     prior_std: tuple[np.ndarray, np.ndarray] | None = None,
+    max_evaluations: int | None = None,
 ) -> _SingleFit:
     """Levenberg-Marquardt fit of one spectrum in standardized label space.
 
@@ -206,6 +207,8 @@ def fit_labels(
         Maps standardized model flux to normalized flux.
     prior_std : (mean, sigma), optional
         Gaussian prior in standardized label units.
+    max_evaluations : int, optional
+        Function evaluations before giving up (``max_nfev``; default scipy's, 100 per label).
     """
     good = np.flatnonzero(weights > 0)
     n_label = expansion.n_label
@@ -232,7 +235,10 @@ def fit_labels(
             jac = np.vstack([jac, np.diag(1.0 / prior_std[1])])
         return jac
 
-    solution = least_squares(residuals, start_std, jac=jacobian, method="lm")
+    # x_scale="jac" (scipy's default for "lm" since 1.16) pinned, so every scipy version runs the
+    # same MINPACK iteration as slamlib.fitting_batched.
+    solution = least_squares(residuals, start_std, jac=jacobian, method="lm", x_scale="jac",
+                             max_nfev=max_evaluations)
     final_jacobian = jacobian(solution.x)
     try:
         cov_std = np.linalg.inv(final_jacobian.T @ final_jacobian)
@@ -278,13 +284,13 @@ def _fit_chunk(flux, weights, starts_std, expansion, flux_scaler, prior_std):
     return results
 
 
-#: Spectra fitted together by the batched method (bounds memory: chunk x n_pix x n_label Jacobians).
-BATCH_CHUNK = 256
+#: Spectra handed to one call of the batched method (bounds memory: copies of their flux and weights).
+BATCH_CHUNK = 4096
 
 
 def _fit_batched(flux, weights, starts_std, expansion, flux_scaler, prior_std) -> list[_SingleFit]:
     """Batched Levenberg-Marquardt over the fittable spectra; unfittable ones flagged as in the reference."""
-    from slamlib.fitting_batched import levenberg_marquardt_batch
+    from slamlib.fitting_batched import PixelModel, levenberg_marquardt_batch
 
     n_label = expansion.n_label
     reasons = [_unfittable_reason(f, w, n_label) for f, w in zip(flux, weights)]
@@ -293,11 +299,12 @@ def _fit_batched(flux, weights, starts_std, expansion, flux_scaler, prior_std) -
         if reason else None for reason in reasons
     ]
     fittable = np.flatnonzero([not reason for reason in reasons])
-    clean_flux = np.where(weights > 0, flux, 0.0)
+    if fittable.size:
+        pixel_model = PixelModel(expansion, flux_scaler)
     for start in range(0, fittable.size, BATCH_CHUNK):
         rows = fittable[start:start + BATCH_CHUNK]
-        batch = levenberg_marquardt_batch(clean_flux[rows], weights[rows], starts_std[rows], expansion, flux_scaler,
-                                          prior_std=prior_std)
+        batch = levenberg_marquardt_batch(np.where(weights[rows] > 0, flux[rows], 0.0), weights[rows], starts_std[rows],
+                                          pixel_model, prior_std=prior_std)
         n_good = np.count_nonzero(weights[rows], axis=1)
         for position, row in enumerate(rows):
             fits[row] = _SingleFit(batch.labels_std[position], batch.cov_std[position], bool(batch.converged[position]),
@@ -348,10 +355,12 @@ def predict_labels(
     chunk_size : int
         Spectra per joblib task (reference method).
     method : {"batched", "reference"}
-        "batched": Levenberg-Marquardt on chunks of spectra at once
-        (:func:`slamlib.fitting_batched.levenberg_marquardt_batch`); "reference": one
-        ``scipy.optimize.least_squares(method="lm")`` per spectrum. Both minimize the same
-        objective from the same start.
+        "reference": one ``scipy.optimize.least_squares(method="lm")`` (MINPACK ``lmder``) per
+        spectrum; "batched": the same MINPACK iteration run for many spectra at once, with the
+        kernel work as matrix products and a work queue of spectra in flight
+        (:func:`slamlib.fitting_batched.levenberg_marquardt_batch`). Both minimize the same
+        objective from the same start with the same stopping rules; ``n_jobs`` and
+        ``chunk_size`` concern the reference only.
 
     Returns
     -------
