@@ -92,7 +92,7 @@ def cost_table(measurements: list[CostMeasurement]) -> Table:
 
 
 def prediction_cost_table(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, *,
-                          methods: tuple[str, ...] = ("reference", "batched"), ensemble: bool = True) -> Table:
+                          methods: tuple[str, ...] = ("batched", "reference"), ensemble: bool = True) -> Table:
     """Time label prediction of the same spectra by each prediction method (and the CV ensemble).
 
     Parameters

@@ -328,7 +328,7 @@ def predict_labels(
     prior: GaussianPrior | None = None,
     n_jobs: int = 1,
     chunk_size: int = 64,
-    method: str = "reference",
+    method: str = "batched",
 ) -> PredictionResult:
     """Fit the labels of a batch of spectra.
 
@@ -356,7 +356,7 @@ def predict_labels(
         Spectra per joblib task (reference method).
     method : {"batched", "reference"}
         "reference": one ``scipy.optimize.least_squares(method="lm")`` (MINPACK ``lmder``) per
-        spectrum; "batched": the same MINPACK iteration run for many spectra at once, with the
+        spectrum; "batched" (default): the same MINPACK iteration run for many spectra at once, with the
         kernel work as matrix products and a work queue of spectra in flight
         (:func:`slamlib.fitting_batched.levenberg_marquardt_batch`). Both minimize the same
         objective from the same start with the same stopping rules; ``n_jobs`` and

@@ -311,7 +311,7 @@ class SlamModel:
         *,
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
-        method: str = "reference",
+        method: str = "batched",
         scheduler: "str | distributed.Client | None" = None,
         ensemble: bool = False,
     ) -> "PredictionResult | EnsemblePrediction":
@@ -325,10 +325,12 @@ class SlamModel:
             Independent Gaussian priors on the labels (physical units).
         n_jobs : int, optional
             Workers over chunks of spectra for the reference method (default: the model's ``n_jobs``).
-        method : {"reference", "batched"}
-            "reference" (default): ``scipy.optimize.least_squares`` per spectrum, in parallel
-            over chunks; "batched": Levenberg-Marquardt on many spectra at once with all kernel
-            work as matrix products (agrees with the reference; not yet faster, see the README).
+        method : {"batched", "reference"}
+            "batched" (default): MINPACK's Levenberg-Marquardt run step for step on many spectra
+            at once, all kernel work as matrix products (9-15x faster than the reference on 2
+            cores, labels equal to it within 1e-8 of the formal errors; see the README);
+            "reference": ``scipy.optimize.least_squares(method="lm")`` per spectrum, in
+            parallel over chunks.
         scheduler : str or distributed.Client, optional
             Fit on a Dask cluster: the address of its scheduler (e.g. ``"tcp://127.0.0.1:8786"``)
             or a connected ``distributed.Client``; one task per chunk of 256 spectra

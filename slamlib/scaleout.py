@@ -30,11 +30,12 @@ Prediction (:func:`predict_labels_on_cluster`). The spectra are cut into chunks 
 ``spectra_per_task`` rows, scattered to the workers, each chunk is fitted by
 :func:`slamlib.fitting.predict_labels` in one task (the model's arrays scattered to every
 worker once), and the parts are merged with :meth:`PredictionResult.combine`. With the
-default method ("reference", one Levenberg-Marquardt fit per spectrum) the result equals the
-local one bit for bit whatever the chunk size. The "batched" method advances the spectra of a
+"reference" method (one Levenberg-Marquardt fit per spectrum) the result equals the local one
+bit for bit whatever the chunk size. The default "batched" method advances the spectra of a
 batch together, so it is bit-identical only where the tasks batch the spectra as the local
 call does (e.g. at most :data:`SPECTRA_PER_TASK` spectra); otherwise it agrees to rounding
-(~1e-11 relative), as it does with itself for other batch sizes.
+(up to ~1e-7 relative, below 1e-4 of the formal errors), as it does with itself for other
+batch sizes.
 
 Data sent to the workers are realigned on arrival (:class:`_Shipment`): Dask may deliver
 small arrays at odd byte offsets, on which numpy's matrix products bypass BLAS and round

@@ -162,17 +162,17 @@ def test_crashed_cluster_training_resumes_with_only_the_missing_blocks(standardi
 def test_prediction_on_the_cluster_equals_local_prediction(data, local_model, client):
     _, flux, ivar = data
     targets = flux[N_TRAIN:], ivar[N_TRAIN:]
-    local = local_model.predict(*targets)
+    local = local_model.predict(*targets, method="reference")
     assert local.reason[4] and local.converged.sum() == 11
-    assert_same_prediction(local, local_model.predict(*targets, scheduler=client))
-    # Many small tasks: every spectrum is fitted on its own, so the chunking changes nothing.
+    assert_same_prediction(local, local_model.predict(*targets, method="reference", scheduler=client))
+    # Many small tasks: the reference fits every spectrum on its own, so the chunking changes nothing.
     training = local_model.training_
     in_chunks = predict_labels_on_cluster(
         *targets, scheduler=client, spectra_per_task=5, expansion=training.expansion,
         flux_scaler=local_model.flux_scaler_, label_scaler=local_model.label_scaler_,
         model_variance=local_model.model_variance_, usable=training.trained,
         training_model_flux=local_model.training_model_flux_, training_labels_std=training.expansion.support_labels,
-        label_names=local_model.label_names_,
+        label_names=local_model.label_names_, method="reference",
     )
     assert_same_prediction(local, in_chunks)
     assert_same_prediction(local_model.predict(*targets, method="batched"),
