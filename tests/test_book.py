@@ -37,6 +37,15 @@ def test_notebooks_are_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_folded_for_readers(path):
+    # Readers see figures, tables and prose; the code is one click away (hide-input).
+    for cell in _cells(path):
+        if cell["cell_type"] == "code":
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            assert tags & {"parameters", "hide-input"}, f"{path.name}: code cell without hide-input: {''.join(cell['source'])[:60]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameter_defaults_are_the_quick_profile(path):
     defaults = {}
     for node in ast.parse(_parameters_cell(path)).body:
