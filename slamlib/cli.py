@@ -480,7 +480,24 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train with all labels and without each label; write per-pixel CODs.")
     _add_training(cod)
     cod.set_defaults(handler=command_cod)
+
+    sweep = commands.add_parser(
+        "sweep", help="run a parameter sweep of the book (sweeps.yml)", formatter_class=formatter,
+        description="Execute a book chapter over a parameter grid declared in sweeps.yml and collect its recorded "
+                    "numbers; the same as `python -m slamlib.sweeps` and `make sweep`.",
+        epilog="examples:\n  slam sweep list\n  slam sweep run epsilon --profile smoke --workers 2\n"
+               "  slam sweep collect learning_curve --profile quick")
+    sweep.add_argument("sweep_arguments", nargs=argparse.REMAINDER, metavar="...",
+                       help="list | run NAME [--profile P] [--workers N] [--force] | collect NAME [--profile P]")
+    sweep.set_defaults(handler=command_sweep, verbose=0, progress=None)
     return parser
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    """``slam sweep``: hand the arguments to :func:`slamlib.sweeps.main`."""
+    from slamlib import sweeps
+
+    return sweeps.main(list(args.sweep_arguments) or ["list"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

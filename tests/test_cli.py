@@ -304,3 +304,14 @@ def test_progress_bars_on_request_and_quiet_by_default(arrays_survey, tmp_path, 
     error = capsys.readouterr().err
     assert "training: 100%" in error and "10/10" in error and "predicting: 100%" in error and "11/11" in error
     assert "slam: INFO: 11 spectra: 0 not converged" in error
+
+
+def test_slam_sweep_lists_the_declared_sweeps_and_refuses_an_unknown_one(capsys):
+    from slamlib import sweeps
+
+    assert main(["sweep", "list"]) == 0
+    listed = capsys.readouterr().out
+    for name in sweeps.load_sweeps():
+        assert name in listed
+    assert main(["sweep", "run", "no_such_sweep", "--profile", "smoke"]) == 2
+    assert "no_such_sweep" in capsys.readouterr().err
