@@ -15,11 +15,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slamlib.paths import results_dir as default_results_dir
 
-__all__ = ["Recorder", "load_records", "glue_name"]
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+__all__ = ["Recorder", "load_records", "glue_name", "readable"]
 
 
 def glue_name(key: str) -> str:
@@ -182,3 +185,15 @@ def load_records(directory: str | Path | None = None) -> dict[str, dict[str, Any
     """All notebooks' result files in ``directory``, keyed by notebook name."""
     directory = default_results_dir(directory)
     return {path.stem: json.loads(path.read_text()) for path in sorted(Path(directory).glob("*.json"))}
+
+
+def readable(table: Table, significant: int = 4) -> Table:
+    """A copy of ``table`` whose float columns display with ``significant`` significant digits.
+
+    For showing a table in a chapter; the saved files keep full precision.
+    """
+    shown = table.copy(copy_data=False)
+    for name in shown.colnames:
+        if shown[name].dtype.kind == "f":
+            shown[name].info.format = f".{significant}g"
+    return shown

@@ -26,3 +26,15 @@ def test_records_figures_and_tables_land_in_one_json_per_notebook(tmp_path):
 
 def test_glue_names_are_identifiers():
     assert glue_name("cv_scatter.teff.snr-100") == "cv_scatter_teff_snr_100"
+
+
+def test_readable_rounds_the_display_of_float_columns_only():
+    from astropy.table import Table
+
+    from slamlib.results import readable
+
+    table = Table({"scatter": [159.27855, 0.000123456], "n_star": [100, 7]})
+    shown = readable(table, significant=3)
+    assert shown.pformat()[2:] == ["     159    100", "0.000123      7"]
+    assert table["scatter"].info.format is None          # the table itself keeps full precision
+    np.testing.assert_array_equal(shown["scatter"], table["scatter"])
