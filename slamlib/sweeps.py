@@ -46,6 +46,7 @@ import argparse
 import ast
 import concurrent.futures
 import fnmatch
+import hashlib
 import html
 import itertools
 import json
@@ -269,9 +270,20 @@ class SweepPoint:
     hash: str
 
 
-def point_hash(notebook: str, parameters: dict[str, Any], profile: str) -> str:
-    """Hash of (notebook, parameters, profile) naming a point's directory."""
-    return parameter_hash({"notebook": notebook, "profile": profile,
+def notebook_code_digest(notebook: str) -> str:
+    """SHA-256 of the code cells of ``book/<notebook>.ipynb`` (not its prose, tags or outputs).
+
+    Part of every point's hash, so editing a chapter's code re-executes its sweep points.
+    Changes inside slamlib are not seen: rerun with ``--force`` after those.
+    """
+    cells = json.loads(notebook_path(notebook).read_text(encoding="utf-8"))["cells"]
+    code = "\n# ---- cell ----\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+def point_hash(notebook: str, parameters: dict[str, Any], profile: str, code_digest: str = "") -> str:
+    """Hash of (notebook, its code, parameters, profile) naming a point's directory."""
+    return parameter_hash({"notebook": notebook, "code": code_digest, "profile": profile,
                            "parameters": {key: value for key, value in parameters.items() if key not in RESERVED}})
 
 
@@ -283,6 +295,7 @@ def sweep_points(spec: SweepSpec, profile: str = "quick") -> list[SweepPoint]:
     base = {**notebook_parameters(spec.notebook, profile), **spec.fixed.get(profile, {})}
     axes = spec.axes(profile)
     choices = [_axis_values(spec, axis, values) for axis, values in axes.items()]
+    code_digest = notebook_code_digest(spec.notebook)
     points = []
     for index, combination in enumerate(itertools.product(*choices)):
         parameters = dict(base)
@@ -290,7 +303,7 @@ def sweep_points(spec: SweepSpec, profile: str = "quick") -> list[SweepPoint]:
             parameters.update(values)
         parameters["profile"] = profile
         labels = {axis: label for axis, (label, _) in zip(axes, combination)}
-        points.append(SweepPoint(index, labels, parameters, point_hash(spec.notebook, parameters, profile)))
+        points.append(SweepPoint(index, labels, parameters, point_hash(spec.notebook, parameters, profile, code_digest)))
     seen: dict[str, int] = {}
     for point in points:
         if point.hash in seen:

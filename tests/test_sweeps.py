@@ -67,6 +67,26 @@ def test_grid_is_the_cartesian_product_and_bundles_set_several_parameters(tmp_pa
     assert len({p.hash for p in quick + smoke}) == 10
 
 
+def test_editing_the_chapter_code_changes_the_point_hashes(tmp_path, monkeypatch):
+    # A sweep point must not be served from the cache after the chapter's code changed.
+    path = _write_sweeps(tmp_path / "sweeps.yml", {"s": {"notebook": NOTEBOOK, "collect": ["x"], "grid": {"n_points": [60]}}})
+    spec = sweeps.get_sweep("s", path)
+    original = sweeps.sweep_points(spec, "smoke")[0].hash
+    copy = tmp_path / f"{NOTEBOOK}.ipynb"
+    notebook = json.loads(sweeps.notebook_path(NOTEBOOK).read_text())
+    monkeypatch.setattr(sweeps, "notebook_path", lambda name: copy)
+    copy.write_text(json.dumps(notebook))
+    assert sweeps.sweep_points(spec, "smoke")[0].hash == original
+    prose = next(cell for cell in notebook["cells"] if cell["cell_type"] == "markdown")
+    prose["source"] = ["Reworded prose.\n"]
+    copy.write_text(json.dumps(notebook))
+    assert sweeps.sweep_points(spec, "smoke")[0].hash == original          # prose does not count
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"][-1]
+    code["source"] = list(code["source"]) + ["\nprint('changed')"]
+    copy.write_text(json.dumps(notebook))
+    assert sweeps.sweep_points(spec, "smoke")[0].hash != original
+
+
 def test_point_hash_depends_on_notebook_parameters_and_profile_only():
     base = {"n_points": 60, "profile": "smoke"}
     assert sweeps.point_hash(NOTEBOOK, base, "smoke") == sweeps.point_hash(NOTEBOOK, {**base, "output_dir": "/x"}, "smoke")
