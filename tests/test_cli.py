@@ -47,12 +47,12 @@ def mock_survey(tmp_path_factory):
 def test_console_script_and_help_with_examples(capsys):
     scripts = {entry.name: entry.value for entry in entry_points(group="console_scripts")}
     assert scripts.get("slam") == "slamlib.cli:main"
-    for command in ([], ["mock"], ["train"], ["predict"], ["cod"]):
+    for command in ([], ["mock"], ["train"], ["predict"], ["cod"], ["sweep"]):
         with pytest.raises(SystemExit) as exit_info:
             main([*command, "--help"])
         assert exit_info.value.code == 0
         assert "examples" in capsys.readouterr().out
-    assert set(build_parser()._subparsers._group_actions[0].choices) == {"mock", "train", "predict", "cod"}
+    assert set(build_parser()._subparsers._group_actions[0].choices) == {"mock", "train", "predict", "cod", "sweep"}
 
 
 def test_mock_writes_an_arrays_file_on_the_requested_grid(tmp_path):
