@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_limits
 from slamlib.svr.batched_solver import EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
-from slamlib.svr.result import TrainingResult, parameter_pairs
+from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
 __all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL"]
 
@@ -188,11 +188,7 @@ def train_pixels(
     gammas = sorted({g for _, g in pairs})
     grid_index = {pair: index for index, pair in enumerate(pairs)}
 
-    trained = good.sum(axis=0) >= min_good_stars
-    if pixels is not None:
-        selected = np.zeros(n_pix, dtype=bool)
-        selected[np.asarray(pixels)] = True
-        trained &= selected
+    trained = pixels_to_train(good, min_good_stars, pixels)
     columns = np.flatnonzero(trained)
     n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
     if chunk_size is None:

@@ -14,7 +14,7 @@ from sklearn.svm import SVR
 
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
-from slamlib.svr.result import TrainingResult, parameter_pairs
+from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
 __all__ = ["train_pixels", "train_pixel", "PIXEL_BLOCK_SIZE"]
 
@@ -141,11 +141,7 @@ def train_pixels(
     """
     n_star, n_pix = flux_std.shape
     pairs = parameter_pairs(param_grid)
-    trained = good.sum(axis=0) >= min_good_stars
-    if pixels is not None:
-        selected = np.zeros(n_pix, dtype=bool)
-        selected[np.asarray(pixels)] = True
-        trained &= selected
+    trained = pixels_to_train(good, min_good_stars, pixels)
     columns = np.flatnonzero(trained)
     blocks = [columns[start:start + PIXEL_BLOCK_SIZE] for start in range(0, columns.size, PIXEL_BLOCK_SIZE)]
     block_results = Parallel(n_jobs=n_jobs)(

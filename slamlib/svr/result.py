@@ -8,12 +8,34 @@ import numpy as np
 
 from slamlib.svr.kernel import KernelExpansion
 
-__all__ = ["TrainingResult", "parameter_pairs"]
+__all__ = ["TrainingResult", "parameter_pairs", "pixels_to_train"]
 
 
 def parameter_pairs(param_grid: dict[str, list[float]]) -> list[tuple[float, float]]:
     """All (C, gamma) combinations of a grid, C varying slowest."""
     return [(float(c), float(gamma)) for c in param_grid["C"] for gamma in param_grid["gamma"]]
+
+
+def pixels_to_train(good: np.ndarray, min_good_stars: int, pixels: np.ndarray | None = None) -> np.ndarray:
+    """Which pixels a backend trains: at least ``min_good_stars`` good stars, and in ``pixels`` if given.
+
+    Parameters
+    ----------
+    good : ndarray of bool, shape (n_star, n_pix)
+    min_good_stars : int
+    pixels : ndarray of int, optional
+        Restrict training to these pixel columns.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_pix,)
+    """
+    trained = good.sum(axis=0) >= min_good_stars
+    if pixels is not None:
+        selected = np.zeros(good.shape[1], dtype=bool)
+        selected[np.asarray(pixels)] = True
+        trained &= selected
+    return trained
 
 
 @dataclass(frozen=True)
