@@ -56,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from report import write_report  # noqa: E402
 from slamlib.model import SlamModel  # noqa: E402
 
 SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
@@ -411,10 +412,7 @@ def main(argv=None):
     print(f"function evaluations per spectrum: reference median {e['reference_median']:.0f} (max {e['reference_max']}), "
           f"batched median {e['batched_all_median']:.0f} (max {e['batched_all_max']}); "
           f"not converged among all {flux_all.shape[0]}: {e['batched_all_not_converged']} {e['batched_all_reasons']}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    path = args.output / f"predict_{datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    print(f"results written to {path}")
+    write_report(report, args.output, "predict")
     return report
 
 

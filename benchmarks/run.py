@@ -24,7 +24,6 @@ the mock is unavailable or with ``--n-pix`` other than the mock's grid.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -39,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from report import write_report  # noqa: E402
 from slamlib.scaling import Standardizer  # noqa: E402
 from slamlib.svr import batched, libsvm  # noqa: E402
 from slamlib.svr.folds import kfold_indices  # noqa: E402
@@ -274,10 +274,7 @@ def main(argv=None):
     if "batched_full" in report:
         print(f"peak memory: traced numpy allocations during the batched run {report['batched_full']['traced_peak_bytes'] / 2**20:.0f} MiB, "
               f"process peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB")
-    args.output.mkdir(parents=True, exist_ok=True)
-    path = args.output / f"train_{datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    print(f"results written to {path}")
+    write_report(report, args.output, "train")
     return report
 
 
