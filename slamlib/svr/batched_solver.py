@@ -16,10 +16,12 @@ Method
    piecewise-quadratic primal ``P(beta, b) = 1/2 beta^T K beta + C sum_i h_mu(y_i - (K beta)_i - b)``
    (its dual is the SVR dual plus the ridge ``mu / (2C) ||beta||^2``). A Newton step only
    couples the stars whose residual lies in the smoothing zone ``epsilon < |r| < epsilon + mu``
-   (a few dozen); all others sit at beta = 0 or +-C. One step costs four products of the
-   batch with a low-rank factor Z of K (BLAS-3, O(n_star rank) per problem), one small bordered system per
-   problem (solved in batches of equal padded size) and an exact line search on the primal,
-   which makes every step a descent step so the iteration converges from any start.
+   (a few dozen); all others sit at beta = 0 or +-C. One step costs two products of the
+   batch with a low-rank factor Z of K (BLAS-3, O(n_star rank) per problem), products with
+   the zone's rows of Z only, one small bordered system per problem (Cholesky) and an exact
+   line search on the primal, which makes every step a descent step so the iteration
+   converges from any start. The per-star loops (zone, bordered systems, line search, the
+   step itself) are compiled with numba (:mod:`slamlib.svr.batched_kernels`).
    ``mu`` is decreased per problem (continuation: by the schedule's ratio each time the
    smoothed problem is solved, from the first to the last ``Stage.mu``), and raised again
    for a problem whose steps stay short (t < 0.1 five times in a row), since a wider zone
@@ -52,6 +54,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dposv as _dposv
 from sklearn.svm import SVR as _SVR
+
+from slamlib.svr.batched_kernels import (add_zone_rows, bordered_solve_small, line_search, newton_system, scatter_zone,
+                                        step_terms, take_step, zone_indices, zone_rows_dot)
 
 __all__ = ["solve_batch", "kkt_violation", "pivoted_cholesky", "Stage", "EXACT_STAGES"]
 
@@ -103,134 +108,47 @@ def _phi(r, epsilon, mu):
 
 def _padded_indices(selected):
     """Column indices of the True entries of each row: (index (B, M), valid (B, M), count (B,))."""
-    count = selected.sum(axis=1)
-    width = int(count.max()) if count.size else 0
-    index = np.zeros((selected.shape[0], width), dtype=np.intp)
-    valid = np.zeros((selected.shape[0], width), dtype=bool)
-    if width:
-        rows, cols = np.nonzero(selected)
-        start = np.concatenate(([0], np.cumsum(count)[:-1]))
-        position = np.arange(rows.size) - start[rows]
-        index[rows, position] = cols
-        valid[rows, position] = True
-    return index, valid, count
+    return zone_indices(np.ascontiguousarray(selected, dtype=bool))
+
+
+#: Largest system solved by the compiled Cholesky loop; larger ones go to LAPACK one by one.
+_SMALL_SYSTEM = 160
 
 
 def _bordered_solve(K, index, count, rhs, last, ridge, keep_b):
     """Solve [K_QQ + ridge I, 1; 1^T, 0] [x; b] = [rhs; last] for every problem.
 
     index (B, M): star indices (first count[p] valid); rhs (B, M); last, ridge, keep_b (B,).
-    Small systems are padded to a common size (identity rows) and solved in batches;
-    large ones are solved one by one with a Cholesky factorization (LAPACK dposv).
-    Problems with no star return b = keep_b. Returns x (B, M) (0 on padding) and b (B,).
+    Systems up to ``_SMALL_SYSTEM`` stars are solved by the compiled Cholesky loop
+    (:func:`slamlib.svr.batched_kernels.bordered_solve_small`), larger ones one by one by
+    LAPACK (dposv); a system that is not numerically positive definite is solved by least
+    squares. Problems with no star return b = keep_b. Returns x (B, M) (0 on padding) and b (B,).
     """
     n_problem, width = index.shape
     x = np.zeros((n_problem, width))
     b = np.array(keep_b, dtype=float, copy=True)
     if width == 0:
         return x, b
-    nonempty = np.flatnonzero(count)
-    # Bucket sizes (batched LU on padded systems): 8, 16, 24, 32, 48, 64, 96, 128, 160;
-    # larger systems one by one.
-    edges = np.array([8, 16, 24, 32, 48, 64, 96, 128, 160])
-    padded = np.where(count > 160, ((count + 7) // 8) * 8, edges[np.minimum(np.searchsorted(edges, count), edges.size - 1)])
-    full_width = int(padded.max())
-    if full_width > width:
-        index = np.pad(index, ((0, 0), (0, full_width - width)))
-        rhs = np.pad(rhs, ((0, 0), (0, full_width - width)))
-    for size in np.unique(padded[nonempty]):
-        rows = nonempty[padded[nonempty] == size]
-        if size > 160:
-            for p in rows:
-                m = int(count[p])
-                q = index[p, :m]
-                A = K[np.ix_(q, q)]
-                A[np.diag_indices(m)] += ridge[p]
-                B = np.ones((m, 2))
-                B[:, 0] = rhs[p, :m]
-                _, solution, info = _dposv(A, B, lower=0, overwrite_a=1, overwrite_b=1)
-                if info != 0:
-                    A = K[np.ix_(q, q)]
-                    A[np.diag_indices(m)] += ridge[p]
-                    solution = np.linalg.lstsq(A, np.column_stack([rhs[p, :m], np.ones(m)]), rcond=None)[0]
-                b[p] = (solution[:, 0].sum() - last[p]) / solution[:, 1].sum()
-                x[p, :m] = solution[:, 0] - b[p] * solution[:, 1]
-            continue
-        m = int(size)
-        idx = index[rows, :m]
-        ok = np.arange(m)[None, :] < count[rows, None]
-        A = np.zeros((rows.size, m + 1, m + 1))
-        A[:, :m, :m] = K[idx[:, :, None], idx[:, None, :]]
-        A[:, :m, :m] *= ok[:, :, None] & ok[:, None, :]
-        diag = np.arange(m)
-        A[:, diag, diag] += np.where(ok, ridge[rows, None], 1.0)
-        A[:, :m, m] = ok
-        A[:, m, :m] = ok
-        r = np.zeros((rows.size, m + 1, 1))
-        r[:, :m, 0] = np.where(ok, rhs[rows, :m], 0.0)
-        r[:, m, 0] = last[rows]
-        solution = np.linalg.solve(A, r)[:, :, 0]
-        keep = min(m, width)
-        x[rows, :keep] = np.where(ok[:, :keep], solution[:, :keep], 0.0)
-        b[rows] = solution[:, m]
+    rhs = np.ascontiguousarray(rhs, dtype=float)
+    last = np.ascontiguousarray(last, dtype=float)
+    ridge = np.ascontiguousarray(np.broadcast_to(ridge, (n_problem,)), dtype=float)
+    small = np.flatnonzero((count > 0) & (count <= _SMALL_SYSTEM))
+    solved = bordered_solve_small(K, index, count, rhs, last, ridge, small, x, b)
+    for p in np.concatenate([small[~solved], np.flatnonzero(count > _SMALL_SYSTEM)]):
+        m = int(count[p])
+        q = index[p, :m]
+        A = K[np.ix_(q, q)]
+        A[np.diag_indices(m)] += ridge[p]
+        B = np.ones((m, 2))
+        B[:, 0] = rhs[p, :m]
+        _, solution, info = _dposv(A, B, lower=0, overwrite_a=1, overwrite_b=1)
+        if info != 0:
+            A = K[np.ix_(q, q)]
+            A[np.diag_indices(m)] += ridge[p]
+            solution = np.linalg.lstsq(A, np.column_stack([rhs[p, :m], np.ones(m)]), rcond=None)[0]
+        b[p] = (solution[:, 0].sum() - last[p]) / solution[:, 1].sum()
+        x[p, :m] = solution[:, 0] - b[p] * solution[:, 1]
     return x, b
-
-
-def _line_search(q0, q1, slope0, r, u, mask, C, epsilon, mu, n_iter=6):
-    """Step t in (0, 1] along the Newton direction minimizing the smoothed primal, per problem.
-
-    P(t) = const + t q0 + t^2 q1 / 2 + C sum_i h_mu(r_i - t u_i); its derivative is
-    nondecreasing and piecewise linear, equal to slope0 < 0 at t = 0. The full step is taken
-    when the derivative at 1 is <= 0; otherwise safeguarded Newton / regula falsi on the
-    problems that need it.
-    """
-    mu = np.broadcast_to(np.asarray(mu, dtype=float), q0.shape)
-
-    def derivative(rows, t):
-        z = r[rows] - t[:, None] * u[rows]
-        excess = np.abs(z) - epsilon
-        m = mu[rows, None]
-        uu = u[rows] * mask[rows]
-        value = q0[rows] + t * q1[rows] - C * np.einsum("ij,ij->i", np.sign(z) * np.clip(excess / m, 0.0, 1.0), uu)
-        zone = (excess > 0) & (excess < m)
-        slope = q1[rows] + (C / mu[rows]) * np.einsum("ij,ij->i", zone * uu, uu)
-        return value, slope
-
-    n_problem = q0.shape[0]
-    t = np.ones(n_problem)
-    all_rows = np.arange(n_problem)
-    value, slope = derivative(all_rows, t)
-    t[slope0 >= 0] = 0.0      # no descent left: converged to rounding
-    rows = np.flatnonzero((value > 0) & (slope0 < 0))
-    if rows.size == 0:
-        return t
-    lo = np.zeros(rows.size)
-    d_lo = slope0[rows].copy()
-    hi = np.ones(rows.size)
-    d_hi = value[rows]
-    tt = np.ones(rows.size)
-    val = value[rows]
-    slp = slope[rows]
-    for _ in range(n_iter):
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            newton = tt - val / slp
-            secant = lo - d_lo * (hi - lo) / (d_hi - d_lo)
-        secant = np.where(np.isfinite(secant) & (secant > lo) & (secant < hi), secant, 0.5 * (lo + hi))
-        candidate = np.where(np.isfinite(newton) & (newton > lo) & (newton < hi), newton, secant)
-        val, slp = derivative(rows, candidate)
-        below = val <= 0
-        lo = np.where(below, candidate, lo)
-        d_lo = np.where(below, val, d_lo)
-        hi = np.where(below, hi, candidate)
-        d_hi = np.where(below, d_hi, val)
-        tt = candidate
-        if np.all(np.abs(val) <= 1e-12 * np.maximum(np.abs(slope0[rows]), 1e-300)):
-            break
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        final = lo - d_lo * (hi - lo) / (d_hi - d_lo)
-    final = np.where(np.isfinite(final), final, lo)
-    t[rows] = np.clip(final, lo, hi)
-    return t
 
 
 def _b_search(r, mask, epsilon, mu, n_iter=60):
@@ -382,7 +300,7 @@ def ridge_start(Z, Y, mask, ridge):
 
 
 def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, start=None, start_mask=None,
-                start_ridge=1.0, kkt_tol=1e-8, polish_passes=3, trace=None, labels=None, gamma=None):
+                start_ridge=1.0, kkt_tol=1e-8, polish_passes=10, trace=None, labels=None, gamma=None):
     """Solve the epsilon-SVR dual for a batch of problems sharing the kernel K.
 
     Parameters
@@ -428,7 +346,8 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
         (bool per problem: handed to LIBSVM because the Newton phase did not converge).
     """
     Y = np.ascontiguousarray(Y, dtype=float)
-    mask = np.asarray(mask, dtype=bool)
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    C, epsilon = float(C), float(epsilon)
     n_problem, n_star = Y.shape
     Ym = np.where(mask, Y, 0.0)
     ZT = np.ascontiguousarray(Z.T)
@@ -455,47 +374,26 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
     n_grown = np.zeros(n_problem, dtype=int)
     active = np.arange(n_problem)
     while active.size:
-        y, msk, bt, bb, ww, Kb = Ym[active], mask[active], beta[active], b[active], w[active], Kb_all[active]
         m_act = mu[active]
-        m_col = m_act[:, None]
-        r = y - Kb - bb[:, None]
-        excess = np.abs(r) - epsilon
-        sign = np.sign(r)
-        target = C * sign * np.clip(excess / m_col, 0.0, 1.0) * msk
-        in_zone = (excess > 0) & (excess < m_col) & msk
-        bplus = np.where(in_zone, 0.0, target)
-        index, valid, count = _padded_indices(in_zone)
-        w_fixed = bplus @ Z
-        if index.shape[1]:
-            # K~ bplus on the zone rows (full product: no (B, M, rank) temporaries).
-            rhs = np.take_along_axis(y - epsilon * sign - w_fixed @ ZT, index, axis=1)
-        else:
-            rhs = np.zeros((active.size, 0))
-        x, bnew = _bordered_solve(K, index, count, rhs, -bplus.sum(axis=1), m_act / C, bb)
-        w_plus = w_fixed
-        if index.shape[1]:
-            prow = np.repeat(np.arange(active.size), index.shape[1]).reshape(index.shape)
-            bplus[prow[valid], index[valid]] = x[valid]
-            zone_part = np.zeros_like(bplus)
-            zone_part[prow[valid], index[valid]] = x[valid]
-            w_plus = w_fixed + zone_part @ Z
-        d = bplus - bt
-        dw = w_plus - ww
-        Kd = dw @ ZT
-        db = bnew - bb
-        u = Kd + db[:, None]
-        q0 = np.einsum("ij,ij->i", d, Kb)
-        q1 = np.einsum("ij,ij->i", dw, dw)
-        slope0 = q0 - np.einsum("ij,ij->i", target, u)
-        t = _line_search(q0, q1, slope0, r, u, msk, C, epsilon, m_act)
-        bt = bt + t[:, None] * d
-        bb = bb + t * db
-        ww = ww + t[:, None] * dw
-        Kb = Kb + t[:, None] * Kd
+        fixed, index, count, rhs, fixed_sum = newton_system(Ym, mask, Kb_all, b, active, m_act, C, epsilon)
+        # The Newton point: fixed stars at 0 / +-C, zone stars from the bordered system whose
+        # right-hand side needs K~ fixed on the zone rows only (Z[zone] . fixed Z).
+        w_step = fixed @ Z
+        rhs -= zone_rows_dot(Z, w_step, index, count)
+        x, b_new = _bordered_solve(K, index, count, rhs, -fixed_sum, m_act / C, b[active])
+        scatter_zone(fixed, x, index, count)
+        add_zone_rows(Z, x, index, count, w_step)
+        w_step -= w[active]
+        Kstep = w_step @ ZT
+        step = fixed
+        b_step, q0, slope0 = step_terms(Ym, mask, Kb_all, b, beta, active, step, Kstep, b_new, m_act, C, epsilon)
+        q1 = np.einsum("ij,ij->i", w_step, w_step)
+        t = line_search(Ym, mask, Kb_all, b, active, Kstep, b_step, q0, q1, slope0, float(C), float(epsilon), m_act, 6)
+        take_step(beta, b, w, Kb_all, active, t, step, b_step, w_step, Kstep)
         empty = count == 0
         if empty.any():
-            bb[empty] += _b_search((y - Kb - bb[:, None])[empty], msk[empty], epsilon, m_act[empty])
-        beta[active], b[active], w[active], Kb_all[active] = bt, bb, ww, Kb
+            rows = active[empty]
+            b[rows] += _b_search(Ym[rows] - Kb_all[rows] - b[rows, None], mask[rows], epsilon, m_act[empty])
         n_newton[active] += 1
         if trace is not None:
             trace.append((float(np.median(m_act)), active.size, float(count.mean()), float(t.mean())))
