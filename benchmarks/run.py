@@ -4,7 +4,8 @@ Trains one SVR per pixel on a 2000-star x 1901-pixel x 3-label set with the pape
 Section 3 grid (epsilon = 0.05, C in {10, 100}, gamma in {0.1, 0.01}, 5-fold CV) with
 
 * the reference backend, :func:`slamlib.svr.libsvm.train_pixels` (scikit-learn / LIBSVM),
-  timed on a random subset of pixels (``--reference-pixels``) and scaled per pixel, and
+  timed on a random subset of pixels (``--reference-pixels``, one pixel per joblib task so
+  every worker stays busy) and scaled per pixel, and
 * the batched backend, :func:`slamlib.svr.batched.train_pixels`, on all pixels and, for a
   like-for-like ratio under the same machine load, on the same subset,
 
@@ -204,8 +205,15 @@ def main(argv=None):
     rows = []
     reference = None
     if subset.size:
-        reference, ref_time, ref_cpu = timed(lambda: libsvm.train_pixels(
-            labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
+        # One pixel per joblib task, so that every worker stays busy on the small subset (with the
+        # library's blocks of PIXEL_BLOCK_SIZE pixels, 40 pixels would keep one worker idle for a
+        # third of the run and inflate the reference's time per pixel).
+        block_size, libsvm.PIXEL_BLOCK_SIZE = libsvm.PIXEL_BLOCK_SIZE, 1
+        try:
+            reference, ref_time, ref_cpu = timed(lambda: libsvm.train_pixels(
+                labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
+        finally:
+            libsvm.PIXEL_BLOCK_SIZE = block_size
         fast_subset, fast_time, fast_cpu = timed(lambda: batched.train_pixels(
             labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
         report["reference"] = {"pixels": subset.size, "seconds": ref_time, "cpu_seconds": ref_cpu,
