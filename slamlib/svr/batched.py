@@ -58,7 +58,7 @@ from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 __all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL"]
 
 #: Continuation stages of the CV fits (KKT violation <= the last mu).
-CV_STAGES = (Stage(0.01), Stage(3e-3), Stage(1e-3))
+CV_STAGES = (Stage(0.01, 100), Stage(3e-3, 100), Stage(1e-3, 100))
 #: Continuation stages of the final refits, followed by the exact active-set step.
 REFIT_STAGES = EXACT_STAGES
 #: Trace tolerance of the pivoted-Cholesky factor that drives the Newton iterations (the
