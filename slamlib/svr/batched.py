@@ -175,7 +175,8 @@ def train_pixels(
     Parameters and result as :func:`slamlib.svr.libsvm.train_pixels`; in addition
     ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``) and
     ``stats``, a dict that receives solver counts (problems solved, Newton steps, exact
-    active-set verifications, LIBSVM hand-overs) for diagnostics.
+    active-set verifications, LIBSVM hand-overs) and the rank of the kernel's low-rank factor
+    per gamma, for diagnostics.
     ``n_jobs`` workers (threads; -1: all cores) each solve one pixel chunk at a time with a
     single-threaded BLAS.
     """
@@ -226,11 +227,13 @@ def train_pixels(
     scored = np.maximum(n_scored, 1)
     cv_counts = np.zeros(3)
     refit_counts = np.zeros(4)
+    factor_rank = {}
     for gamma in gammas:
         if columns.size == 0:
             break
         K = kernel_matrix(labels_std, gamma)
         Z = pivoted_cholesky(K, FACTOR_TOL)
+        factor_rank[gamma] = Z.shape[1]
         grid_columns = [grid_index.get((c, gamma), -1) for c in c_values]
         results = run(_cv_chunk, [(K, Z, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values, epsilon,
                                    labels_std, gamma, scored[chunk], grid_columns,
@@ -314,7 +317,8 @@ def train_pixels(
     if stats is not None:
         stats.update(cv_problems=int(cv_counts[0]), cv_newton_steps=int(cv_counts[1]), cv_libsvm=int(cv_counts[2]),
                      refit_problems=int(refit_counts[0]), refit_newton_steps=int(refit_counts[1]),
-                     refit_exact=int(refit_counts[2]), refit_libsvm=int(refit_counts[3]), chunk_size=int(chunk_size))
+                     refit_exact=int(refit_counts[2]), refit_libsvm=int(refit_counts[3]), chunk_size=int(chunk_size),
+                     factor_rank={float(gamma): int(rank) for gamma, rank in factor_rank.items()})
     best_c = np.full(n_pix, np.nan)
     best_gamma = np.full(n_pix, np.nan)
     for column in columns:

@@ -350,7 +350,7 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
     C, epsilon = float(C), float(epsilon)
     n_problem, n_star = Y.shape
     Ym = np.where(mask, Y, 0.0)
-    ZT = np.ascontiguousarray(Z.T)
+    ZT = Z.T          # a view: BLAS reads the transposed layout directly (no per-call copy of the factor)
     if start is not None:
         beta = np.where(mask, start[0], 0.0)
         b = np.array(start[1], dtype=float, copy=True)

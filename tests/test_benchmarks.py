@@ -1,0 +1,38 @@
+"""The benchmark scripts run end to end at a tiny size and write consistent reports.
+
+They measure speed and memory (not tested here); these tests only guard that the scripts
+still run against the library and that their reports add up.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *arguments: str, output: Path) -> tuple[dict, str]:
+    completed = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *arguments, "--output", str(output)],
+                               capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    reports = sorted(output.glob("*.json"))
+    assert len(reports) == 1
+    return json.loads(reports[0].read_text()), completed.stdout
+
+
+def test_memory_benchmark_projects_the_untouched_arrays(tmp_path):
+    n_star, n_pix, n_folds, pixels = 300, 24, 3, 2
+    report, stdout = run_script("memory.py", "--n-star", str(n_star), "--n-pix", str(n_pix), "--n-folds", str(n_folds),
+                                "--pixels", str(pixels), output=tmp_path)
+    assert report["n_star"] == n_star and report["n_label"] == 6 and report["pixels_trained"] == pixels
+    # All 25 grid points and every fold were solved for the trained pixels.
+    assert report["solver_stats"]["cv_problems"] == pixels * n_folds * 5 * 5
+    ranks = report["solver_stats"]["factor_rank"]
+    assert len(ranks) == 5 and all(0 < rank <= n_star for rank in ranks.values())
+    # The untouched result rows: final + fold dual coefficients of the pixels not trained.
+    assert report["untouched_result_bytes"] == (n_folds + 1) * (n_pix - pixels) * n_star * 8
+    assert report["projected_peak_bytes_all_pixels"] == (report["peak_rss_bytes_measured"] + report["untouched_result_bytes"]
+                                                         + report["extra_chunk_working_bytes"])
+    assert report["peak_rss_bytes_measured"] > 0
+    assert "projected peak" in stdout
