@@ -190,3 +190,25 @@ def test_newton_system_step_terms_and_take_step_agree_with_numpy(kernel):
     expected_intercept = before[1].copy()
     expected_intercept[active] += t * b_step
     np.testing.assert_allclose(intercept, expected_intercept, rtol=1e-12)
+
+
+def test_a_wide_factor_is_a_view_and_solves_the_same(monkeypatch):
+    """Factors above _FACTOR_COPY_BYTES stay views of the factorization buffer (no doubled
+    memory); the solver must give the same answer with either layout."""
+    from slamlib.svr import batched_solver
+    from slamlib.svr.batched_solver import solve_batch
+
+    rng = np.random.default_rng(6)
+    labels = rng.normal(size=(300, 3))
+    K = kernel_matrix(labels, 0.1)
+    copied = pivoted_cholesky(K, 1e-8)
+    monkeypatch.setattr(batched_solver, "_FACTOR_COPY_BYTES", 0)
+    view = pivoted_cholesky(K, 1e-8)
+    assert copied.flags.c_contiguous and not view.flags.c_contiguous and view.base is not None
+    np.testing.assert_array_equal(view, copied)
+    Y = np.sin(labels[:, 0])[None, :] + 0.05 * rng.normal(size=(3, 300))
+    mask = rng.random(Y.shape) > 0.05
+    first = solve_batch(K, copied, Y, mask, C, EPSILON)
+    second = solve_batch(K, view, Y, mask, C, EPSILON)
+    np.testing.assert_allclose(second[0], first[0], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(second[1], first[1], rtol=0, atol=1e-12)

@@ -77,6 +77,11 @@ class Stage:
 EXACT_STAGES = (Stage(0.01), Stage(3e-3), Stage(1e-3), Stage(3e-4), Stage(1e-4))
 
 
+#: Factors up to this size are returned as a contiguous copy (faster row gathers); larger ones
+#: as a view of the factorization's buffer.
+_FACTOR_COPY_BYTES = 512 * 2**20
+
+
 def pivoted_cholesky(K, trace_tol, max_rank=None):
     """Low-rank factor Z (n, d) with K - Z Z^T positive semidefinite and trace <= trace_tol.
 
@@ -98,7 +103,11 @@ def pivoted_cholesky(K, trace_tol, max_rank=None):
         diag[pivot] = 0.0
         np.maximum(diag, 0.0, out=diag)
         rank += 1
-    return np.ascontiguousarray(Z[:, :rank])
+    if Z[:, :rank].nbytes <= _FACTOR_COPY_BYTES:
+        return np.ascontiguousarray(Z[:, :rank])
+    # A wide factor stays a view of the buffer: only its first `rank` columns were ever
+    # written, so only they are resident, and a contiguous copy would double it for a moment.
+    return Z[:, :rank]
 
 
 def _phi(r, epsilon, mu):
@@ -271,30 +280,59 @@ def _exact_polish(K, Y, mask, C, epsilon, residual, mu, kkt_tol, max_pass):
     return out_beta, out_b, out_K, accepted
 
 
+#: Widest factor for which the start solves the ridge regression (its Gram matrix is rank x rank);
+#: wider factors start from beta = 0 with b = the mean target.
+RIDGE_START_MAX_RANK = 2000
+
+
 def ridge_start(Z, Y, mask, ridge):
     """Kernel-ridge-regression start (the mu -> infinity limit of the smoothed problem).
 
     Per problem, min ||y - Z w - b||^2 + ridge ||w||^2 over its stars; returns the dual
     coefficients beta = residual / ridge (0 for excluded stars) and b. Problems with the
-    same mask share one factorization.
+    same mask share one factorization; the Gram matrix of a group's stars is that of all stars
+    minus that of the others, so no rows of Z are copied beyond the excluded ones. For a
+    factor wider than ``RIDGE_START_MAX_RANK`` (nearly full-rank kernels, where the
+    rank x rank system would cost as much memory as the kernel) the start is beta = 0 and
+    b = the mean target.
     """
-    n_problem = Y.shape[0]
+    n_problem, n_star = Y.shape
+    rank = Z.shape[1]
     beta = np.zeros_like(Y)
     b = np.zeros(n_problem)
     groups = {}
     for p in range(n_problem):
         groups.setdefault(mask[p].tobytes(), []).append(p)
+    gram_all = None
     for rows in groups.values():
         rows = np.asarray(rows)
-        stars = np.flatnonzero(mask[rows[0]])
-        Zm = Z[stars]
-        mean_z = Zm.mean(axis=0)
-        Zc = Zm - mean_z
-        y = Y[np.ix_(rows, stars)]
-        mean_y = y.mean(axis=1)
-        w = np.linalg.solve(Zc.T @ Zc + ridge * np.eye(Z.shape[1]), Zc.T @ (y - mean_y[:, None]).T).T
+        in_group = mask[rows[0]]
+        n_in = max(int(in_group.sum()), 1)
+        y = np.where(in_group, Y[rows], 0.0)
+        mean_y = y.sum(axis=1) / n_in
+        if rank > RIDGE_START_MAX_RANK:
+            b[rows] = mean_y
+            continue
+        excluded = np.flatnonzero(~in_group)
+        if excluded.size <= n_star // 2:
+            if gram_all is None:
+                gram_all = Z.T @ Z
+            Z_excluded = Z[excluded]
+            gram = gram_all - Z_excluded.T @ Z_excluded
+            sum_z = Z.sum(axis=0) - Z_excluded.sum(axis=0)
+        else:
+            Z_in = Z[in_group]
+            gram = Z_in.T @ Z_in
+            sum_z = Z_in.sum(axis=0)
+        mean_z = sum_z / n_in
+        # Centred normal equations: (Zc^T Zc + ridge I) w = Zc^T (y - mean y), with
+        # Zc^T Zc = Z_in^T Z_in - n mean_z mean_z^T and Zc^T (y - mean y) = Z_in^T (y - mean y).
+        gram -= n_in * np.outer(mean_z, mean_z)
+        gram[np.diag_indices(rank)] += ridge
+        centred = np.where(in_group, y - mean_y[:, None], 0.0)
+        w = np.linalg.solve(gram, (centred @ Z).T).T
         bias = mean_y - w @ mean_z
-        beta[np.ix_(rows, stars)] = (y - w @ Zm.T - bias[:, None]) / ridge
+        beta[rows] = np.where(in_group, (y - w @ Z.T - bias[:, None]) / ridge, 0.0)
         b[rows] = bias
     return beta, b
 
