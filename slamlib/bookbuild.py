@@ -87,7 +87,8 @@ def build_book(
     ----------
     profile : {"smoke", "quick", "paper"}
     only : list of str, optional
-        Execute only these notebooks (others keep their last executed copy, if any).
+        Execute only these notebooks (others keep their last executed copy, if any; an empty
+        list executes none). Unknown names raise ValueError.
     html : bool
         Render the HTML book after executing.
     build_directory : Path, optional
@@ -107,8 +108,11 @@ def build_book(
     output_dir = results_dir(build_directory / "results")
     _stage_sources(site_dir)
     timings: dict[str, float] = {}
+    unknown = sorted(set(only or ()) - set(chapter_notebooks()))
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; the chapters are {', '.join(chapter_notebooks())}.")
     for name in chapter_notebooks():
-        if only and name not in only:
+        if only is not None and name not in only:
             continue
         start = time.perf_counter()
         print(f"[book] executing {name} (profile {profile})", flush=True)
@@ -116,6 +120,10 @@ def build_book(
         timings[name] = time.perf_counter() - start
         print(f"[book] {name}: {timings[name]:.1f} s", flush=True)
     if html:
+        never_executed = [name for name in chapter_notebooks() if not (site_dir / "book" / f"{name}.ipynb").exists()]
+        if never_executed:
+            raise ValueError(f"cannot render the HTML book: chapters {', '.join(never_executed)} have never been "
+                             f"executed in {site_dir}. Build once without --only, or pass --no-html.")
         start = time.perf_counter()
         command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(site_dir),
                    "--path-output", str(build_directory.parent), "-W", "-n", "--keep-going", "--all"]

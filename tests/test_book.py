@@ -65,6 +65,17 @@ def test_unknown_profile_is_refused():
         bookbuild.notebook_parameters("appendix_hyperparameters", "huge")
 
 
+def test_rendering_a_partial_build_names_the_chapters_never_executed(tmp_path):
+    build_directory = tmp_path / "_build"
+    with pytest.raises(ValueError, match="never been executed") as error:
+        bookbuild.build_book("smoke", only=[], html=True, build_directory=build_directory)
+    for name in bookbuild.chapter_notebooks():
+        assert name in str(error.value)
+    assert not (build_directory / "html").exists()
+    with pytest.raises(ValueError, match="unknown chapter"):
+        bookbuild.build_book("smoke", only=["no_such_chapter"], html=False, build_directory=build_directory)
+
+
 @pytest.mark.book
 def test_smoke_profile_builds_the_book_with_every_expected_output(tmp_path):
     build_directory = tmp_path / "_build"

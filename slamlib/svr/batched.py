@@ -31,15 +31,13 @@ The CV fold models at each pixel's chosen (C, gamma) are kept as in the referenc
 ``SlamModel.predict_cv`` (CV labels, the Section 4 clipping) works with either backend.
 
 Memory: one n_star x n_star float64 kernel at a time (built in row blocks, no n^2
-temporaries), its pivoted-Cholesky factor (n_star x rank), the final dual coefficients and
-the standardized flux (n_pix x n_star each), the CV fold models (n_folds x n_pix x n_star)
-and, per worker, a chunk of ``chunk_size``
-pixels x n_folds problems of about ``_ARRAYS_PER_PROBLEM`` arrays of n_star float64 plus
-the gathered factor rows of the smoothing zones. ``chunk_size`` defaults to what keeps the
-per-chunk arrays under ``CHUNK_MEMORY``. For the paper's Section 4 size (17,000 stars,
-8 folds, 6 labels) that is ~2.3 GB (kernel) + <0.5 GB (factor) + 2 x ~0.5 GB (two workers)
-+ 0.5 GB (dual coefficients, flux) + 2.1 GB (fold models): about 6.5 GB (an estimate from
-the array sizes; that size has not been run).
+temporaries), its pivoted-Cholesky factor (n_star x rank; a wide one stays a view of its
+buffer), the final dual coefficients and the standardized flux (n_pix x n_star each), the CV
+fold models (n_folds x n_pix x n_star) and, per worker, a chunk of ``chunk_size``
+pixels x n_folds problems of about ``_ARRAYS_PER_PROBLEM`` arrays of n_star float64.
+``chunk_size`` defaults to what keeps the per-chunk arrays under ``CHUNK_MEMORY``.
+``benchmarks/memory.py`` measures the paper's Section 4 size (17,000 stars, 6 labels, 8
+folds); see the README for the figure.
 """
 
 from __future__ import annotations
