@@ -204,3 +204,55 @@ def test_kernel_matrix_matches_rbf_kernel():
     labels = np.random.default_rng(1).normal(size=(130, 4))
     np.testing.assert_allclose(batched.kernel_matrix(labels, 0.2, block=50), rbf_kernel(labels, labels, 0.2),
                                rtol=1e-13, atol=1e-15)
+
+
+def test_nearly_full_rank_gammas_are_fitted_by_libsvm_as_the_reference_does(monkeypatch):
+    """A gamma whose kernel needs a factor wider than MAX_FACTOR_RANK goes to LIBSVM: its grid
+    points get exactly the reference's fits (bit for bit), the other gammas stay batched."""
+    from slamlib.svr.result import parameter_pairs
+
+    labels, flux_std, good = make_set(n_star=240, n_label=3, n_pix=10, seed=11)
+    folds = kfold_indices(240, 4, random_state=0)
+    good[:, 3] = True
+    good[folds[2][1], 3] = False              # pixel 3: all held-out stars of fold 2 are bad
+    grid = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
+    monkeypatch.setattr(batched, "MAX_FACTOR_RANK", 100)   # rank at gamma 0.1: ~170, at 0.01: ~65
+    stats = {}
+    options = dict(min_good_stars=8, n_jobs=2)
+    fast = batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, stats=stats, **options)
+    reference = libsvm.train_pixels(labels, flux_std, good, folds, grid, EPSILON, **options)
+    assert stats["libsvm_gammas"] == [0.1]
+    assert stats["factor_rank"][0.1] == 100 and stats["factor_rank"][0.01] < 100
+    full_rank = [j for j, (_, gamma) in enumerate(parameter_pairs(grid)) if gamma == 0.1]
+    np.testing.assert_array_equal(fast.cv_mse_grid[:, full_rank], reference.cv_mse_grid[:, full_rank])
+    assert np.isfinite(fast.cv_mse[3]) and np.isfinite(reference.cv_mse[3])
+    chosen = np.flatnonzero((fast.best_gamma == 0.1) & (reference.best_gamma == 0.1)
+                            & (fast.best_c == reference.best_c))
+    assert chosen.size >= 2
+    for name in ("cv_mse", "cv_md"):
+        np.testing.assert_array_equal(getattr(fast, name)[chosen], getattr(reference, name)[chosen])
+    for name in ("mse", "md"):       # the same residuals, summed in a different order
+        np.testing.assert_allclose(getattr(fast, name)[chosen], getattr(reference, name)[chosen], rtol=1e-13, atol=1e-16)
+    np.testing.assert_array_equal(fast.expansion.dual_coef[chosen], reference.expansion.dual_coef[chosen])
+    np.testing.assert_array_equal(fast.expansion.intercept[chosen], reference.expansion.intercept[chosen])
+    for fast_fold, reference_fold in zip(fast.fold_expansions, reference.fold_expansions):
+        np.testing.assert_array_equal(fast_fold.dual_coef[chosen], reference_fold.dual_coef[chosen])
+        np.testing.assert_array_equal(fast_fold.intercept[chosen], reference_fold.intercept[chosen])
+    # The batched gamma still solves to the exact optimum (the reference stops at tol 1e-3).
+    batched_pixels = np.flatnonzero(fast.best_gamma == 0.01)
+    for pixel in batched_pixels:
+        beta = fast.expansion.dual_coef[pixel]
+        K = rbf_kernel(labels, labels, 0.01)
+        violation = kkt_violation(beta[None], fast.expansion.intercept[[pixel]], (beta @ K)[None],
+                                  flux_std[:, pixel][None], good[:, pixel][None], fast.best_c[pixel], EPSILON)[0]
+        assert violation <= 2e-4
+
+
+def test_pivoted_cholesky_stops_at_max_rank():
+    labels = np.random.default_rng(0).normal(size=(200, 3))
+    K = rbf_kernel(labels, labels, 0.5)
+    full = pivoted_cholesky(K, 1e-8)
+    capped = pivoted_cholesky(K, 1e-8, max_rank=40)
+    assert full.shape[1] > 40 and capped.shape[1] == 40
+    np.testing.assert_allclose(capped, full[:, :40], rtol=0, atol=1e-12)     # the same greedy pivots
+    assert np.linalg.eigvalsh(K - capped @ capped.T).min() > -1e-10

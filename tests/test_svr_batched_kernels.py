@@ -212,3 +212,55 @@ def test_a_wide_factor_is_a_view_and_solves_the_same(monkeypatch):
     second = solve_batch(K, view, Y, mask, C, EPSILON)
     np.testing.assert_allclose(second[0], first[0], rtol=0, atol=1e-10)
     np.testing.assert_allclose(second[1], first[1], rtol=0, atol=1e-12)
+
+
+def test_wide_zone_systems_are_solved_in_the_factor_space(monkeypatch):
+    """A zone system wider than _WIDE_SYSTEM and the factor is solved with K_QQ = Z_Q Z_Q^T by
+    the Woodbury identity: same answer as the dense bordered system of that matrix."""
+    from slamlib.svr import batched_solver
+
+    rng = np.random.default_rng(8)
+    Z = rng.normal(size=(400, 25)) / 5.0
+    K = Z @ Z.T                                            # exactly rank 25
+    selected = random_selection(rng, 4, 400, 0.6)
+    index, _, count = zone_indices(selected)
+    rhs = rng.normal(size=index.shape)
+    last = rng.normal(size=4)
+    ridge = np.array([1e-3, 1e-2, 1e-4, 1e-3])
+    monkeypatch.setattr(batched_solver, "_WIDE_SYSTEM", 100)
+    monkeypatch.setattr(batched_solver, "_GATHER_ROWS", 64)   # several gathered blocks per system
+    wide_x, wide_b = batched_solver._bordered_solve(K, index, count, rhs, last, ridge, np.zeros(4), Z=Z)
+    dense_x, dense_b = batched_solver._bordered_solve(K, index, count, rhs, last, ridge, np.zeros(4))
+    assert count[1:].min() > 100                            # every non-empty system took the wide path
+    np.testing.assert_allclose(wide_x, dense_x, rtol=1e-7, atol=1e-7 * np.abs(dense_x).max())
+    np.testing.assert_allclose(wide_b, dense_b, rtol=1e-7, atol=1e-9)
+    for p in range(1, 4):                                   # and it solves the bordered system
+        q = index[p, :count[p]]
+        residual = (K[np.ix_(q, q)] + ridge[p] * np.eye(q.size)) @ wide_x[p, :q.size] + wide_b[p] - rhs[p, :q.size]
+        assert np.abs(residual).max() < 1e-8 * np.abs(rhs[p]).max()
+        assert wide_x[p, :q.size].sum() == pytest.approx(last[p], abs=1e-8)
+
+
+def test_solver_with_wide_zone_systems_reaches_the_same_exact_solution(monkeypatch):
+    """A schedule starting at a wide smoothing zone (mu = 0.3) makes zones wider than the
+    factor; solved in the factor space, they lead to the same verified exact solution."""
+    from slamlib.svr import batched_solver
+    from slamlib.svr.batched_solver import Stage, solve_batch
+
+    rng = np.random.default_rng(9)
+    labels = rng.normal(size=(300, 3))
+    K = kernel_matrix(labels, 0.05)
+    Z = pivoted_cholesky(K, 1e-8)
+    Y = np.sin(labels[:, 0])[None, :] * np.array([[1.0], [2.0], [0.5]]) + 0.3 * rng.normal(size=(3, 300))
+    mask = rng.random(Y.shape) > 0.05
+    stages = tuple(Stage(mu, 40) for mu in (0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4))
+    default = solve_batch(K, Z, Y, mask, 100.0, EPSILON, stages=stages)
+    widths = []
+    original = batched_solver._wide_solve
+    monkeypatch.setattr(batched_solver, "_wide_solve", lambda Z, rows, *args: widths.append(rows.size) or original(Z, rows, *args))
+    monkeypatch.setattr(batched_solver, "_WIDE_SYSTEM", 0)      # every zone wider than the factor
+    wide = solve_batch(K, Z, Y, mask, 100.0, EPSILON, stages=stages)
+    assert len(widths) > 0 and min(widths) > Z.shape[1]
+    assert wide[3]["exact"].all() and default[3]["exact"].all()
+    np.testing.assert_allclose(wide[0], default[0], rtol=0, atol=1e-6 * 100.0)
+    np.testing.assert_allclose(wide[2] + wide[1][:, None], default[2] + default[1][:, None], rtol=0, atol=1e-8)

@@ -27,12 +27,21 @@ Accuracy (stated, and checked by the tests against LIBSVM):
   LIBSVM's own stopping tolerance (the CV MSE is insensitive to it: the tests and the
   benchmark find relative differences ~1e-4 against the reference).
 
+Nearly full-rank kernels: the Newton phase works with a low-rank factor of the kernel, which
+pays off while the kernel's numerical rank is small (3 labels: a few hundred at any number of
+stars). With many labels, a large gamma and many stars (Section 4: 6 labels, 17,000 stars,
+gamma = 0.1) the rank approaches the number of stars, and both the factor and the smoothing-zone
+systems approach the kernel's size in memory and beyond LIBSVM's cost in time. A gamma whose
+factor would be wider than ``MAX_FACTOR_RANK`` is therefore fitted by LIBSVM, pixel by pixel,
+exactly as the reference backend fits it (same fits, same CV MSE bit for bit); the kernel and
+factor are not held meanwhile. ``stats["libsvm_gammas"]`` lists such gammas.
+
 The CV fold models at each pixel's chosen (C, gamma) are kept as in the reference, so
 ``SlamModel.predict_cv`` (CV labels, the Section 4 clipping) works with either backend.
 
 Memory: one n_star x n_star float64 kernel at a time (built in row blocks, no n^2
-temporaries), its pivoted-Cholesky factor (n_star x rank; a wide one stays a view of its
-buffer), the final dual coefficients and the standardized flux (n_pix x n_star each), the CV
+temporaries), its pivoted-Cholesky factor (n_star x rank, rank <= ``MAX_FACTOR_RANK``; a wide
+one stays a view of its buffer), the final dual coefficients and the standardized flux (n_pix x n_star each), the CV
 fold models (n_folds x n_pix x n_star) and, per worker, a chunk of ``chunk_size``
 pixels x n_folds problems of about ``_ARRAYS_PER_PROBLEM`` arrays of n_star float64.
 ``chunk_size`` defaults to what keeps the per-chunk arrays under ``CHUNK_MEMORY``.
@@ -51,9 +60,10 @@ from threadpoolctl import threadpool_limits
 from slamlib.svr.batched_solver import EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.libsvm import fit_and_predict
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
-__all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL"]
+__all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL", "MAX_FACTOR_RANK"]
 
 #: Continuation stages of the CV fits (KKT violation <= the last mu).
 CV_STAGES = (Stage(0.01, 100), Stage(3e-3, 100), Stage(1e-3, 100))
@@ -62,6 +72,13 @@ REFIT_STAGES = EXACT_STAGES
 #: Trace tolerance of the pivoted-Cholesky factor that drives the Newton iterations (the
 #: returned solutions never depend on it: the KKT conditions are checked with the exact kernel).
 FACTOR_TOL = 1e-8
+#: Widest low-rank factor. A kernel whose numerical rank (at ``FACTOR_TOL``) exceeds it is
+#: nearly full rank for the batched solver's purposes (many labels, a large gamma and many
+#: stars, e.g. the 6 labels and 17,000 stars of Section 4): the low-rank Newton phase gains
+#: nothing there, while its factor and its smoothing-zone systems grow towards the size of the
+#: kernel. The grid points of such a gamma are fitted by LIBSVM, pixel by pixel, exactly as the
+#: reference backend fits them (``stats["libsvm_gammas"]`` lists them).
+MAX_FACTOR_RANK = 3000
 #: Bytes of per-chunk working arrays a worker may hold.
 CHUNK_MEMORY = 256 * 2**20
 #: Arrays of shape (chunk, n_star) float64 alive at once inside the solver (upper estimate).
@@ -125,6 +142,49 @@ def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamm
     return sq, dev, counts
 
 
+def _cv_chunk_libsvm(labels, fold_of_star, n_folds, Y, G, c_values, epsilon, gamma, n_scored, grid_columns, keeper):
+    """CV of one pixel chunk for one (nearly full-rank) gamma with LIBSVM, one fit per pixel,
+    fold and C, as the reference backend does. Same returns and ``keeper`` protocol as
+    :func:`_cv_chunk` (C values not paired with this gamma are skipped: no warm starts here)."""
+    n_chunk, n_star = Y.shape
+    sq = np.zeros((n_chunk, len(c_values)))
+    dev = np.zeros((n_chunk, len(c_values)))
+    counts = np.zeros(3)
+    for c_index, c in enumerate(c_values):
+        if grid_columns[c_index] < 0:
+            continue
+        beta = np.zeros((n_folds, n_chunk, n_star))
+        b = np.zeros((n_folds, n_chunk))
+        for row in range(n_chunk):
+            for fold in range(n_folds):
+                train = np.flatnonzero(G[row] & (fold_of_star != fold))
+                test = np.flatnonzero(G[row] & (fold_of_star == fold))
+                regressor, predicted = fit_and_predict(labels[train], Y[row, train], labels[test], c, gamma, epsilon)
+                beta[fold, row, train[regressor.support_]] = regressor.dual_coef_[0]
+                b[fold, row] = regressor.intercept_[0]
+                residual = predicted - Y[row, test]
+                sq[row, c_index] += np.sum(residual**2)
+                dev[row, c_index] += np.sum(residual)
+        counts += (n_folds * n_chunk, 0, n_folds * n_chunk)
+        keeper.offer(grid_columns[c_index], sq[:, c_index] / n_scored, beta, b)
+    return sq, dev, counts
+
+
+def _refit_chunk_libsvm(labels, Y, G, target_c, epsilon, gamma):
+    """Final refits of one pixel chunk with LIBSVM on all good stars (each pixel at its own C).
+    Returns beta (n_chunk, n_star), b (n_chunk,) and the fitted values K beta + b (n_chunk, n_star)
+    on the good stars (0 elsewhere)."""
+    n_chunk, n_star = Y.shape
+    beta, b, fitted = np.zeros((n_chunk, n_star)), np.zeros(n_chunk), np.zeros((n_chunk, n_star))
+    for row in range(n_chunk):
+        stars = np.flatnonzero(G[row])
+        regressor, predicted = fit_and_predict(labels[stars], Y[row, stars], labels[stars], target_c[row], gamma, epsilon)
+        beta[row, stars[regressor.support_]] = regressor.dual_coef_[0]
+        b[row] = regressor.intercept_[0]
+        fitted[row, stars] = predicted
+    return beta, b, fitted
+
+
 class _BestFoldModels:
     """The CV fold solutions at each pixel's best grid point so far, for one pixel chunk.
 
@@ -173,8 +233,9 @@ def train_pixels(
     Parameters and result as :func:`slamlib.svr.libsvm.train_pixels`; in addition
     ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``) and
     ``stats``, a dict that receives solver counts (problems solved, Newton steps, exact
-    active-set verifications, LIBSVM hand-overs) and the rank of the kernel's low-rank factor
-    per gamma, for diagnostics.
+    active-set verifications, LIBSVM hand-overs), the rank of the kernel's low-rank factor
+    per gamma (``factor_rank``; ``MAX_FACTOR_RANK`` where the factorization was cut) and the
+    gammas fitted by LIBSVM because their kernel is nearly full rank (``libsvm_gammas``).
     ``n_jobs`` workers (threads; -1: all cores) each solve one pixel chunk at a time with a
     single-threaded BLAS.
     """
@@ -226,17 +287,30 @@ def train_pixels(
     cv_counts = np.zeros(3)
     refit_counts = np.zeros(4)
     factor_rank = {}
+    # Factors are cut at this width; a gamma whose kernel needs more is nearly full rank and
+    # is fitted by LIBSVM (see MAX_FACTOR_RANK).
+    rank_limit = MAX_FACTOR_RANK if n_star > MAX_FACTOR_RANK else None
+    libsvm_gammas = set()
     for gamma in gammas:
         if columns.size == 0:
             break
-        K = kernel_matrix(labels_std, gamma)
-        Z = pivoted_cholesky(K, FACTOR_TOL)
-        factor_rank[gamma] = Z.shape[1]
         grid_columns = [grid_index.get((c, gamma), -1) for c in c_values]
-        results = run(_cv_chunk, [(K, Z, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values, epsilon,
-                                   labels_std, gamma, scored[chunk], grid_columns,
-                                   _BestFoldModels(chunk, fold_dual_coef, fold_intercept, kept_mse, kept_index))
-                                  for chunk in chunks])
+        K = kernel_matrix(labels_std, gamma)
+        Z = pivoted_cholesky(K, FACTOR_TOL, max_rank=rank_limit)
+        factor_rank[gamma] = Z.shape[1]
+        if rank_limit is not None and Z.shape[1] >= rank_limit:
+            libsvm_gammas.add(gamma)
+            del K, Z
+            results = run(_cv_chunk_libsvm, [(labels_std, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values,
+                                              epsilon, gamma, scored[chunk], grid_columns,
+                                              _BestFoldModels(chunk, fold_dual_coef, fold_intercept, kept_mse, kept_index))
+                                             for chunk in chunks])
+        else:
+            results = run(_cv_chunk, [(K, Z, assignment, n_folds, Y_all[chunk], G_all[chunk], c_values, epsilon,
+                                       labels_std, gamma, scored[chunk], grid_columns,
+                                       _BestFoldModels(chunk, fold_dual_coef, fold_intercept, kept_mse, kept_index))
+                                      for chunk in chunks])
+            del K, Z
         for chunk, (sq, dev, counts) in zip(chunks, results):
             cv_counts += counts
             for c_index, c in enumerate(c_values):
@@ -245,7 +319,7 @@ def train_pixels(
                 j = grid_index[(c, gamma)]
                 cv_sq[chunk, j] = sq[:, c_index]
                 cv_dev[chunk, j] = dev[:, c_index]
-        del K, Z, results
+        del results
 
     cv_mse_grid = np.full((n_pix, n_grid), np.nan)
     cv_mse_grid[columns] = cv_sq[columns] / scored[columns, None]
@@ -264,11 +338,19 @@ def train_pixels(
         pixels_here = columns[np.isin(best[columns], members)]
         if pixels_here.size == 0:
             continue
-        K = kernel_matrix(labels_std, gamma)
-        Z = pivoted_cholesky(K, FACTOR_TOL)
         chunk_c = {column: pairs[best[column]][0] for column in pixels_here}
         tasks = [(chunk,) for chunk in _chunks(pixels_here, chunk_size)]
         everyone = np.ones(n_star, dtype=bool)
+        if gamma in libsvm_gammas:
+            K = Z = None
+        else:
+            K = kernel_matrix(labels_std, gamma)
+            Z = pivoted_cholesky(K, FACTOR_TOL, max_rank=rank_limit)
+
+        def refit_libsvm(chunk, gamma=gamma):
+            target_c = np.array([chunk_c[column] for column in chunk])
+            beta, b, fitted = _refit_chunk_libsvm(labels_std, Y_all[chunk], G_all[chunk], target_c, epsilon, gamma)
+            return chunk, beta, b, fitted, np.array([len(chunk), 0, 0, len(chunk)])
 
         def refit(chunk, K=K, Z=Z, gamma=gamma):
             # Walk up the C grid (each C warm-started from the previous one, as in the CV);
@@ -300,13 +382,13 @@ def train_pixels(
                     if state is None:
                         state = (np.zeros((len(chunk), n_star)), np.zeros(len(chunk)))
                     state[0][going], state[1][going] = beta, b
-            return chunk, beta_out, b_out, K_out, counts
+            return chunk, beta_out, b_out, K_out + b_out[:, None], counts
 
-        for chunk, beta, b, Kbeta, counts in run(refit, tasks):
+        for chunk, beta, b, fitted, counts in run(refit_libsvm if K is None else refit, tasks):
             refit_counts += counts
             dual_coef[chunk] = beta
             intercept[chunk] = b
-            residual = np.where(G_all[chunk], Kbeta + b[:, None] - Y_all[chunk], 0.0)
+            residual = np.where(G_all[chunk], fitted - Y_all[chunk], 0.0)
             count = G_all[chunk].sum(axis=1)
             mse[chunk] = np.sum(residual**2, axis=1) / count
             md[chunk] = np.sum(residual, axis=1) / count
@@ -316,7 +398,8 @@ def train_pixels(
         stats.update(cv_problems=int(cv_counts[0]), cv_newton_steps=int(cv_counts[1]), cv_libsvm=int(cv_counts[2]),
                      refit_problems=int(refit_counts[0]), refit_newton_steps=int(refit_counts[1]),
                      refit_exact=int(refit_counts[2]), refit_libsvm=int(refit_counts[3]), chunk_size=int(chunk_size),
-                     factor_rank={float(gamma): int(rank) for gamma, rank in factor_rank.items()})
+                     factor_rank={float(gamma): int(rank) for gamma, rank in factor_rank.items()},
+                     libsvm_gammas=sorted(float(gamma) for gamma in libsvm_gammas))
     best_c = np.full(n_pix, np.nan)
     best_gamma = np.full(n_pix, np.nan)
     for column in columns:

@@ -86,18 +86,25 @@ def pivoted_cholesky(K, trace_tol, max_rank=None):
     """Low-rank factor Z (n, d) with K - Z Z^T positive semidefinite and trace <= trace_tol.
 
     Greedy diagonal pivoting. The residual trace bounds every residual entry
-    (|E_ij| <= sqrt(E_ii E_jj)) and its spectral norm.
+    (|E_ij| <= sqrt(E_ii E_jj)) and its spectral norm. With ``max_rank`` the factorization
+    stops after that many columns even if the trace is not yet below ``trace_tol`` (the
+    caller can tell from ``Z.shape[1] == max_rank``).
+
+    The factor is built in a column-major buffer: each new column costs one streaming
+    matrix-vector product with the columns so far, and only the columns written are ever
+    resident in memory.
     """
     n = K.shape[0]
     max_rank = n if max_rank is None else min(max_rank, n)
     diag = np.array(np.diag(K), dtype=float, copy=True)
-    Z = np.zeros((n, max_rank))
+    Z = np.zeros((n, max_rank), order="F")
     rank = 0
     while rank < max_rank and diag.sum() > trace_tol:
         pivot = int(np.argmax(diag))
         if diag[pivot] <= 0:
             break
-        column = K[:, pivot] - Z[:, :rank] @ Z[pivot, :rank]
+        # K is symmetric: its (contiguous) row is the pivot column.
+        column = K[pivot] - Z[:, :rank] @ Z[pivot, :rank]
         Z[:, rank] = column / np.sqrt(diag[pivot])
         diag -= Z[:, rank] ** 2
         diag[pivot] = 0.0
@@ -105,8 +112,8 @@ def pivoted_cholesky(K, trace_tol, max_rank=None):
         rank += 1
     if Z[:, :rank].nbytes <= _FACTOR_COPY_BYTES:
         return np.ascontiguousarray(Z[:, :rank])
-    # A wide factor stays a view of the buffer: only its first `rank` columns were ever
-    # written, so only they are resident, and a contiguous copy would double it for a moment.
+    # A wide factor stays a (column-major) view of the buffer: a row-major copy would double
+    # its memory for a moment.
     return Z[:, :rank]
 
 
@@ -122,16 +129,24 @@ def _padded_indices(selected):
 
 #: Largest system solved by the compiled Cholesky loop; larger ones go to LAPACK one by one.
 _SMALL_SYSTEM = 160
+#: Zone systems wider than this (and than the factor) are solved in the factor's space
+#: (Woodbury identity): memory rank^2 instead of width^2.
+_WIDE_SYSTEM = 2000
+#: Rows of the factor gathered at a time by the wide-system solve.
+_GATHER_ROWS = 1024
 
 
-def _bordered_solve(K, index, count, rhs, last, ridge, keep_b):
+def _bordered_solve(K, index, count, rhs, last, ridge, keep_b, Z=None):
     """Solve [K_QQ + ridge I, 1; 1^T, 0] [x; b] = [rhs; last] for every problem.
 
     index (B, M): star indices (first count[p] valid); rhs (B, M); last, ridge, keep_b (B,).
     Systems up to ``_SMALL_SYSTEM`` stars are solved by the compiled Cholesky loop
     (:func:`slamlib.svr.batched_kernels.bordered_solve_small`), larger ones one by one by
     LAPACK (dposv); a system that is not numerically positive definite is solved by least
-    squares. Problems with no star return b = keep_b. Returns x (B, M) (0 on padding) and b (B,).
+    squares. With the low-rank factor ``Z`` given (the smoothed Newton phase), a system wider
+    than both ``_WIDE_SYSTEM`` and the factor uses K_QQ ~ Z_Q Z_Q^T instead, solved in the
+    factor's space (:func:`_wide_solve`), so its memory is bounded by the factor's width.
+    Problems with no star return b = keep_b. Returns x (B, M) (0 on padding) and b (B,).
     """
     n_problem, width = index.shape
     x = np.zeros((n_problem, width))
@@ -146,18 +161,44 @@ def _bordered_solve(K, index, count, rhs, last, ridge, keep_b):
     for p in np.concatenate([small[~solved], np.flatnonzero(count > _SMALL_SYSTEM)]):
         m = int(count[p])
         q = index[p, :m]
-        A = K[np.ix_(q, q)]
-        A[np.diag_indices(m)] += ridge[p]
-        B = np.ones((m, 2))
-        B[:, 0] = rhs[p, :m]
-        _, solution, info = _dposv(A, B, lower=0, overwrite_a=1, overwrite_b=1)
-        if info != 0:
+        if Z is not None and m > max(_WIDE_SYSTEM, Z.shape[1]):
+            solution = _wide_solve(Z, q, rhs[p, :m], ridge[p])
+        else:
             A = K[np.ix_(q, q)]
             A[np.diag_indices(m)] += ridge[p]
-            solution = np.linalg.lstsq(A, np.column_stack([rhs[p, :m], np.ones(m)]), rcond=None)[0]
+            B = np.ones((m, 2))
+            B[:, 0] = rhs[p, :m]
+            _, solution, info = _dposv(A, B, lower=0, overwrite_a=1, overwrite_b=1)
+            if info != 0:
+                A = K[np.ix_(q, q)]
+                A[np.diag_indices(m)] += ridge[p]
+                solution = np.linalg.lstsq(A, np.column_stack([rhs[p, :m], np.ones(m)]), rcond=None)[0]
         b[p] = (solution[:, 0].sum() - last[p]) / solution[:, 1].sum()
         x[p, :m] = solution[:, 0] - b[p] * solution[:, 1]
     return x, b
+
+
+def _wide_solve(Z, rows, rhs, ridge):
+    """Solve (Z_Q Z_Q^T + ridge I) [x, u] = [rhs, 1] for the factor rows Q by the Woodbury identity.
+
+    (ridge I + Z_Q Z_Q^T)^-1 v = (v - Z_Q w) / ridge with (ridge I + Z_Q^T Z_Q) w = Z_Q^T v:
+    one rank x rank system; the rows of Z are gathered ``_GATHER_ROWS`` at a time, so no
+    width x width or width x rank array is formed. Returns the (width, 2) solution.
+    """
+    rank = Z.shape[1]
+    right = np.ones((rows.size, 2))
+    right[:, 0] = rhs
+    gram = np.zeros((rank, rank))
+    projected = np.zeros((rank, 2))
+    for start in range(0, rows.size, _GATHER_ROWS):
+        block = Z[rows[start:start + _GATHER_ROWS]]
+        gram += block.T @ block
+        projected += block.T @ right[start:start + _GATHER_ROWS]
+    gram[np.diag_indices(rank)] += ridge
+    w = np.linalg.solve(gram, projected)
+    for start in range(0, rows.size, _GATHER_ROWS):
+        right[start:start + _GATHER_ROWS] -= Z[rows[start:start + _GATHER_ROWS]] @ w
+    return right / ridge
 
 
 def _b_search(r, mask, epsilon, mu, n_iter=60):
@@ -418,7 +459,7 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
         # right-hand side needs K~ fixed on the zone rows only (Z[zone] . fixed Z).
         w_step = fixed @ Z
         rhs -= zone_rows_dot(Z, w_step, index, count)
-        x, b_new = _bordered_solve(K, index, count, rhs, -fixed_sum, m_act / C, b[active])
+        x, b_new = _bordered_solve(K, index, count, rhs, -fixed_sum, m_act / C, b[active], Z=Z)
         scatter_zone(fixed, x, index, count)
         add_zone_rows(Z, x, index, count, w_step)
         w_step -= w[active]

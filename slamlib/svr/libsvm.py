@@ -16,15 +16,23 @@ from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
-__all__ = ["train_pixels", "train_pixel", "PIXEL_BLOCK_SIZE"]
+__all__ = ["train_pixels", "train_pixel", "fit_and_predict", "PIXEL_BLOCK_SIZE"]
 
 #: Pixels handed to one joblib task (amortizes the task overhead).
 PIXEL_BLOCK_SIZE = 16
 
 
-def _fit_and_predict(labels_fit, flux_fit, labels_eval, c, gamma, epsilon):
+def fit_and_predict(labels_fit, flux_fit, labels_eval, c, gamma, epsilon):
+    """Fit one RBF epsilon-SVR (LIBSVM, default tolerance) and predict at ``labels_eval``.
+
+    Returns the fitted ``SVR`` and its predictions (empty when ``labels_eval`` has no rows,
+    e.g. a fold whose held-out stars are all bad at this pixel). Shared by the reference
+    backend and the batched backend's nearly full-rank kernels, so both fit exactly the same way.
+    """
     regressor = SVR(kernel="rbf", C=c, gamma=gamma, epsilon=epsilon)
     regressor.fit(labels_fit, flux_fit)
+    if len(labels_eval) == 0:
+        return regressor, np.zeros(0)
     return regressor, regressor.predict(labels_eval)
 
 
@@ -69,7 +77,7 @@ def train_pixel(
     for fold_number, (train, test) in enumerate(folds):
         train, test = train[good[train]], test[good[test]]
         for index, (c, gamma) in enumerate(pairs):
-            regressor, predicted = _fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon)
+            regressor, predicted = fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon)
             fold_dual_coef[index, fold_number, train[regressor.support_]] = regressor.dual_coef_[0]
             fold_intercept[index, fold_number] = regressor.intercept_[0]
             if test.size:
@@ -81,7 +89,7 @@ def train_pixel(
     best = int(np.argmin(cv_mse_grid))
     c, gamma = pairs[best]
     fit_stars = np.flatnonzero(good)
-    regressor, predicted = _fit_and_predict(labels_std[fit_stars], flux_std[fit_stars], labels_std[fit_stars], c, gamma, epsilon)
+    regressor, predicted = fit_and_predict(labels_std[fit_stars], flux_std[fit_stars], labels_std[fit_stars], c, gamma, epsilon)
     dual_coef = np.zeros(n_star)
     dual_coef[fit_stars[regressor.support_]] = regressor.dual_coef_[0]
     residual = predicted - flux_std[fit_stars]
@@ -144,12 +152,6 @@ def train_pixels(
     trained = pixels_to_train(good, min_good_stars, pixels)
     columns = np.flatnonzero(trained)
     blocks = [columns[start:start + PIXEL_BLOCK_SIZE] for start in range(0, columns.size, PIXEL_BLOCK_SIZE)]
-    block_results = Parallel(n_jobs=n_jobs)(
-        delayed(_train_block)(labels_std, flux_std[:, block], good[:, block], folds, pairs, epsilon)
-        for block in blocks
-    )
-    pixel_results = [result for block in block_results for result in block]
-
     best_c = np.full(n_pix, np.nan)
     best_gamma = np.full(n_pix, np.nan)
     cv_mse_grid = np.full((n_pix, len(pairs)), np.nan)
@@ -158,15 +160,22 @@ def train_pixels(
     intercept = np.zeros(n_pix)
     fold_dual_coef = np.zeros((len(folds), n_pix, n_star))
     fold_intercept = np.zeros((len(folds), n_pix))
-    for column, result in zip(columns, pixel_results):
-        fold_dual_coef[:, column] = result["fold_dual_coef"]
-        fold_intercept[:, column] = result["fold_intercept"]
-        best_c[column], best_gamma[column] = pairs[result["best"]]
-        cv_mse_grid[column] = result["cv_mse_grid"]
-        for name in statistics:
-            statistics[name][column] = result[name]
-        dual_coef[column] = result["dual_coef"]
-        intercept[column] = result["intercept"]
+    # Blocks are stored as they come back (in order), so the per-pixel results never exist
+    # twice: at the Section 4 size they are as large as the result arrays (~2.3 GB).
+    block_results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_train_block)(labels_std, flux_std[:, block], good[:, block], folds, pairs, epsilon)
+        for block in blocks
+    )
+    for block, results in zip(blocks, block_results):
+        for column, result in zip(block, results):
+            fold_dual_coef[:, column] = result["fold_dual_coef"]
+            fold_intercept[:, column] = result["fold_intercept"]
+            best_c[column], best_gamma[column] = pairs[result["best"]]
+            cv_mse_grid[column] = result["cv_mse_grid"]
+            for name in statistics:
+                statistics[name][column] = result[name]
+            dual_coef[column] = result["dual_coef"]
+            intercept[column] = result["intercept"]
     # Untrained pixels predict the training mean (0 in standardized units) and are ignored.
     gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
     support_labels = labels_std.copy()
