@@ -105,18 +105,20 @@ def main() -> None:
     # What a run over all pixels touches beyond this one (np.zeros pages are only resident once written).
     n_c = len(SECTION4_GRID["C"])
     untouched_results = (args.n_folds + 1) * (n_pix - pixels.size) * n_star * 8
-    default_chunk = int(np.clip(batched.CHUNK_MEMORY // (8 * batched._ARRAYS_PER_PROBLEM * n_star * (args.n_folds + n_c)),
-                                8, 512))
+    default_chunk = batched.default_chunk_size(n_star, args.n_folds, n_c)
     extra_working = (args.n_jobs * max(default_chunk - chunk_size, 0) * (args.n_folds + n_c)
                      * batched._ARRAYS_PER_PROBLEM * n_star * 8)
     projected = measured + untouched_results + extra_working
+    # The library's own estimate for the full run (what train_pixels checks against the machine's memory).
+    estimate = batched.memory_estimate(n_star, n_pix, args.n_folds, n_c, n_workers=args.n_jobs, chunk_size=default_chunk)
     report = {
         "n_star": n_star, "n_pix": n_pix, "n_label": int(labels_std.shape[1]), "grid": grid,
         "n_folds": args.n_folds, "n_jobs": args.n_jobs, "pixels_trained": int(pixels.size),
         "train_seconds": train_seconds, "solver_stats": stats,
         "peak_rss_bytes_measured": measured, "untouched_result_bytes": untouched_results,
         "extra_chunk_working_bytes": extra_working, "default_chunk_size": default_chunk,
-        "projected_peak_bytes_all_pixels": projected,
+        "projected_peak_bytes_all_pixels": projected, "library_estimate_bytes": estimate,
+        "data_peak_rss_bytes": data_peak,
         "load_average": list(__import__("os").getloadavg()),
     }
     print(f"trained {pixels.size} pixels ({len(grid['C']) * len(grid['gamma'])} grid points, "
@@ -125,6 +127,8 @@ def main() -> None:
     print(f"+ result rows of the {n_pix - pixels.size} pixels not trained:    {untouched_results / GIB:6.2f} GiB")
     print(f"+ working arrays of full {default_chunk}-pixel chunks:          {extra_working / GIB:6.2f} GiB")
     print(f"= projected peak for all {n_pix} pixels:             {projected / GIB:6.2f} GiB")
+    print(f"  (of which the input data, before training:      {data_peak / GIB:6.2f} GiB)")
+    print(f"library's estimate (batched.memory_estimate):    {estimate / GIB:6.2f} GiB beyond the input data")
     write_report(report, args.output, "memory")
 
 

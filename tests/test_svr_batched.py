@@ -256,3 +256,32 @@ def test_pivoted_cholesky_stops_at_max_rank():
     assert full.shape[1] > 40 and capped.shape[1] == 40
     np.testing.assert_allclose(capped, full[:, :40], rtol=0, atol=1e-12)     # the same greedy pivots
     assert np.linalg.eigvalsh(K - capped @ capped.T).min() > -1e-10
+
+
+def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
+    labels, flux_std, good = make_set(n_star=60, n_label=3, n_pix=4, seed=1)
+    folds = kfold_indices(60, 3, random_state=0)
+    grid = {"C": [10.0], "gamma": [0.1]}
+    needed = batched.memory_estimate(60, 4, 3, 1, n_workers=1, chunk_size=4)
+    assert needed > 8 * 60**2 + 8 * 4 * 4 * 60                   # at least the kernel and the result arrays
+    monkeypatch.setattr(batched, "physical_memory", lambda: needed - 1)
+    with pytest.raises(ValueError, match="backend='libsvm'"):
+        batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1)
+    monkeypatch.setattr(batched, "physical_memory", lambda: needed)
+    assert batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1).trained.all()
+
+
+def test_non_finite_inputs_raise_a_value_error():
+    labels, flux_std, good = make_set(n_star=60, n_label=3, n_pix=4, seed=1)
+    folds = kfold_indices(60, 3, random_state=0)
+    grid = {"C": [10.0], "gamma": [0.1]}
+    bad_labels = labels.copy()
+    bad_labels[5, 1] = np.nan
+    with pytest.raises(ValueError, match="labels_std"):
+        batched.train_pixels(bad_labels, flux_std, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1)
+    bad_flux = flux_std.copy()
+    bad_flux[7, 2] = np.inf
+    with pytest.raises(ValueError, match="flux_std"):
+        batched.train_pixels(labels, bad_flux, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1)
+    good[7, 2] = False                                         # a bad pixel may hold anything
+    assert batched.train_pixels(labels, bad_flux, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1).trained.all()

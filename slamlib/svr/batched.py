@@ -57,13 +57,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from slamlib.svr.batched_solver import EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
+from slamlib.svr.batched_solver import _WIDE_SYSTEM, EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
 from slamlib.svr.libsvm import fit_and_predict
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
-__all__ = ["train_pixels", "kernel_matrix", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL", "MAX_FACTOR_RANK"]
+__all__ = ["train_pixels", "kernel_matrix", "memory_estimate", "default_chunk_size", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL",
+           "MAX_FACTOR_RANK", "physical_memory"]
 
 #: Continuation stages of the CV fits (KKT violation <= the last mu).
 CV_STAGES = (Stage(0.01, 100), Stage(3e-3, 100), Stage(1e-3, 100))
@@ -106,6 +107,53 @@ def kernel_matrix(labels: np.ndarray, gamma: float, *, block: int = 1024) -> np.
         rows *= -gamma
         np.exp(rows, out=rows)
     return K
+
+
+def default_chunk_size(n_star: int, n_folds: int, n_c: int) -> int:
+    """Pixels per worker chunk that keep its working arrays under ``CHUNK_MEMORY`` (8 to 512)."""
+    per_pixel = 8 * _ARRAYS_PER_PROBLEM * max(n_star, 1) * (n_folds + n_c)
+    return int(np.clip(CHUNK_MEMORY // per_pixel, 8, 512))
+
+
+def memory_estimate(n_star: int, n_pix: int, n_folds: int, n_c: int, *, n_workers: int, chunk_size: int) -> int:
+    """Estimated peak bytes held by :func:`train_pixels` (beyond the caller's own arrays).
+
+    Parameters
+    ----------
+    n_star, n_pix, n_folds : int
+        Training stars, pixels and CV folds.
+    n_c : int
+        Distinct C values of the grid.
+    n_workers, chunk_size : int
+        Worker threads and pixels per chunk.
+
+    Returns
+    -------
+    int
+        Bytes: one kernel (n_star^2), its factor (n_star x at most ``MAX_FACTOR_RANK``), the
+        result arrays (final and CV-fold dual coefficients, (n_folds + 1) x n_pix x n_star), the
+        pixel-major copies of targets and mask, every worker's chunk arrays, and one dense zone
+        system (and its copy) per worker, at most max(``_WIDE_SYSTEM``, rank) wide (wider
+        zones are solved in the factor's space). ``benchmarks/memory.py`` compares it with
+        the measured peak.
+    """
+    rank = min(n_star, MAX_FACTOR_RANK)
+    kernel = 8 * n_star**2
+    factor = 8 * n_star * rank
+    results = 8 * (n_folds + 1) * n_pix * n_star
+    inputs = 9 * n_pix * n_star
+    working = 8 * n_workers * chunk_size * (n_folds + n_c) * _ARRAYS_PER_PROBLEM * n_star
+    zone_width = min(n_star, max(_WIDE_SYSTEM, rank))
+    systems = 8 * n_workers * 2 * zone_width**2
+    return kernel + factor + results + inputs + working + systems
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _chunks(columns: np.ndarray, chunk_size: int) -> list[np.ndarray]:
@@ -250,11 +298,23 @@ def train_pixels(
 
     trained = pixels_to_train(good, min_good_stars, pixels)
     columns = np.flatnonzero(trained)
+    if not np.all(np.isfinite(labels_std)):
+        raise ValueError("labels_std contains NaN or infinite values; remove those stars (or fill their labels) "
+                         "before training.")
+    if not np.all(np.isfinite(flux_std[good])):
+        raise ValueError("flux_std is not finite at some good pixels; mark them bad (good=False) before training.")
     n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
     if chunk_size is None:
-        chunk_size = int(np.clip(CHUNK_MEMORY // (8 * _ARRAYS_PER_PROBLEM * max(n_star, 1) * (len(folds) + len(c_values))), 8, 512))
+        chunk_size = default_chunk_size(n_star, len(folds), len(c_values))
         # Keep every worker busy.
         chunk_size = max(1, min(chunk_size, int(np.ceil(columns.size / n_workers)) if columns.size else 1))
+    needed = memory_estimate(n_star, n_pix, len(folds), len(c_values), n_workers=n_workers, chunk_size=chunk_size)
+    available = physical_memory()
+    if available and needed > available:
+        raise ValueError(f"the batched backend needs about {needed / 2**30:.1f} GiB for {n_star} stars x {n_pix} pixels "
+                         f"({len(folds)} folds), more than this machine's {available / 2**30:.1f} GiB; use "
+                         f"backend='libsvm' (it holds the result arrays and one fit per worker), fewer training "
+                         f"stars, or a machine with more memory.")
 
     assignment = fold_assignment(folds, n_star)
     n_folds = len(folds)
