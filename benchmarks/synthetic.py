@@ -18,7 +18,7 @@ from slamlib.scaling import Standardizer
 __all__ = ["make_training_set"]
 
 
-def _labels(n_star: int, rng: np.random.Generator) -> np.ndarray:
+def sample_labels(n_star: int, rng: np.random.Generator) -> np.ndarray:
     """Teff, log g, [M/H] of a mix of dwarfs and giants (a rough LAMOST-like distribution)."""
     giant = rng.random(n_star) < 0.35
     teff = np.where(giant, rng.normal(4800.0, 300.0, n_star), rng.uniform(4300.0, 6900.0, n_star))
@@ -86,7 +86,7 @@ def make_training_set(n_star: int = 2000, n_pix: int = 1901, snr: float = 130.0,
         Physical labels (Teff, log g, [M/H]).
     """
     rng = np.random.default_rng(seed)
-    labels = _labels(n_star, rng)
+    labels = sample_labels(n_star, rng)
     flux = spectra(labels, n_pix)
     flux = flux + rng.normal(0.0, 1.0, flux.shape) * flux / snr
     good = rng.random(flux.shape) >= bad_fraction

@@ -36,3 +36,18 @@ def test_memory_benchmark_projects_the_untouched_arrays(tmp_path):
                                                          + report["extra_chunk_working_bytes"])
     assert report["peak_rss_bytes_measured"] > 0
     assert "projected peak" in stdout
+
+
+def test_training_benchmark_compares_predicted_spectra_at_three_label_sets(tmp_path):
+    report, stdout = run_script("run.py", "--data", "analytic", "--n-star", "150", "--n-pix", "12", "--reference-pixels", "4",
+                                "--exact-check-pixels", "2", output=tmp_path)
+    exactness = report["exactness"]
+    assert exactness["n_pixels"] == 4 and 0.0 <= exactness["same_choice_fraction"] <= 1.0
+    sets = exactness["flux_difference"]
+    assert set(sets) == {"training_stars", "independent_stars", "uniform_in_label_box"}
+    assert sets["training_stars"]["n_points"] == 150 and sets["independent_stars"]["n_points"] == 1000
+    for numbers in sets.values():
+        assert 0.0 <= numbers["pixels_within_0p1_eps"] <= 1.0
+        assert numbers["median_of_pixel_max"] <= numbers["p90_of_pixel_max"] <= numbers["max"]
+    assert report["batched_full"]["pixels"] == 12
+    assert "independent stars" in stdout and "speed-up" in stdout
