@@ -30,8 +30,8 @@ Accuracy (stated, and checked by the tests against LIBSVM):
 Nearly full-rank kernels: the Newton phase works with a low-rank factor of the kernel, which
 pays off while the kernel's numerical rank is small (3 labels: a few hundred at any number of
 stars). With many labels, a large gamma and many stars the rank approaches the number of
-stars (Section 4, 6 labels and 17,000 stars: rank 965 at gamma = 0.003, 2,080 at 0.01, more
-than 3,000 from 0.03 up), and both the factor and the smoothing-zone systems approach the
+stars (Section 4, 6 labels and 17,000 stars: rank 535 at gamma = 0.001, 2,080 at 0.01, more
+than 3,000 from 0.032 up), and both the factor and the smoothing-zone systems approach the
 kernel's size in memory and beyond LIBSVM's cost in time (at 3,000 stars and rank 2,834 the
 two take the same time per pixel; at 6,000 stars and rank 2,803 batched is 2.3x faster). A gamma whose
 factor would be wider than ``MAX_FACTOR_RANK`` is therefore fitted by LIBSVM, pixel by pixel,
