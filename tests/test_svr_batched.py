@@ -172,6 +172,22 @@ def test_bad_star_values_are_ignored_and_output_is_deterministic():
     assert np.all(first.expansion.dual_coef.T[~good] == 0)
 
 
+def test_result_is_the_same_with_any_number_of_workers():
+    """Chunks do not follow n_jobs (pixels solved together differ at the rounding level), so a
+    model is bit for bit the same with 1, 2 or 3 workers (the model cache relies on it)."""
+    labels, flux_std, good = make_set(n_star=120, n_label=3, n_pix=30, seed=8)
+    folds = kfold_indices(120, 3, random_state=0)
+    grid = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
+    results = [batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=n_jobs)
+               for n_jobs in (1, 2, 3)]
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0].cv_mse_grid, other.cv_mse_grid)
+        np.testing.assert_array_equal(results[0].expansion.dual_coef, other.expansion.dual_coef)
+        np.testing.assert_array_equal(results[0].expansion.intercept, other.expansion.intercept)
+        for fold_model, other_fold_model in zip(results[0].fold_expansions, other.fold_expansions):
+            np.testing.assert_array_equal(fold_model.dual_coef, other_fold_model.dual_coef)
+
+
 def test_solver_reaches_libsvm_solution_at_tight_tolerance():
     """solve_batch on single problems vs scikit-learn's SVR run to tol=1e-9."""
     labels, flux_std, good = make_set(n_star=160, n_label=3, n_pix=5, seed=8, bad_fraction=0.05)
@@ -262,7 +278,8 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(monkeypa
     labels, flux_std, good = make_set(n_star=60, n_label=3, n_pix=4, seed=1)
     folds = kfold_indices(60, 3, random_state=0)
     grid = {"C": [10.0], "gamma": [0.1]}
-    needed = batched.memory_estimate(60, 4, 3, 1, n_workers=1, chunk_size=4)
+    chunk_size = int(np.ceil(4 / batched.MIN_CHUNKS))                # the default for 4 pixels
+    needed = batched.memory_estimate(60, 4, 3, 1, n_workers=1, chunk_size=chunk_size)
     assert needed > 8 * 60**2 + 8 * 4 * 4 * 60                   # at least the kernel and the result arrays
     monkeypatch.setattr(batched, "physical_memory", lambda: needed - 1)
     with pytest.raises(ValueError, match="backend='libsvm'"):

@@ -84,6 +84,8 @@ FACTOR_TOL = 1e-8
 MAX_FACTOR_RANK = 3000
 #: Bytes of per-chunk working arrays a worker may hold.
 CHUNK_MEMORY = 256 * 2**20
+#: Fewest pixel chunks a call is split into (when ``chunk_size`` is not given), whatever ``n_jobs``.
+MIN_CHUNKS = 4
 #: Arrays of shape (chunk, n_star) float64 alive at once inside the solver (upper estimate).
 _ARRAYS_PER_PROBLEM = 24
 
@@ -281,13 +283,17 @@ def train_pixels(
     """Train every pixel (or the given subset), batched over pixels.
 
     Parameters and result as :func:`slamlib.svr.libsvm.train_pixels`; in addition
-    ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``) and
+    ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``, and at
+    most a ``MIN_CHUNKS``-th of the pixels) and
     ``stats``, a dict that receives solver counts (problems solved, Newton steps, exact
     active-set verifications, LIBSVM hand-overs), the rank of the kernel's low-rank factor
     per gamma (``factor_rank``; ``MAX_FACTOR_RANK`` where the factorization was cut) and the
     gammas fitted by LIBSVM because their kernel is nearly full rank (``libsvm_gammas``).
     ``n_jobs`` workers (threads; -1: all cores) each solve one pixel chunk at a time with a
-    single-threaded BLAS.
+    single-threaded BLAS. The chunks do not depend on ``n_jobs``, so neither does the result:
+    it is the same bit for bit with any number of workers (on one machine). It does depend, at
+    the rounding level (~1e-7 in the dual coefficients), on which pixels are trained together
+    (``pixels``, ``chunk_size``, checkpoint blocks).
     """
     labels_std = np.asarray(labels_std, dtype=float)
     flux_std = np.asarray(flux_std, dtype=float)
@@ -308,8 +314,10 @@ def train_pixels(
     n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
     if chunk_size is None:
         chunk_size = default_chunk_size(n_star, len(folds), len(c_values))
-        # Keep every worker busy.
-        chunk_size = max(1, min(chunk_size, int(np.ceil(columns.size / n_workers)) if columns.size else 1))
+        # At least MIN_CHUNKS chunks, so that a few workers all have work. Not a function of
+        # n_jobs: a pixel's result depends (at the rounding level) on the pixels solved with it,
+        # and the same call must give the same model with any number of workers.
+        chunk_size = max(1, min(chunk_size, int(np.ceil(columns.size / MIN_CHUNKS)) if columns.size else 1))
     needed = memory_estimate(n_star, n_pix, len(folds), len(c_values), n_workers=n_workers, chunk_size=chunk_size)
     available = physical_memory()
     if available and needed > available:
