@@ -7,7 +7,7 @@ Main entry points: :class:`slamlib.SlamModel`, :func:`slamlib.io.read_lamost`,
 :func:`slamlib.preprocess.prepare`, :mod:`slamlib.mock`, :mod:`slamlib.metrics`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from slamlib.fitting import GaussianPrior, PredictionResult
 from slamlib.model import SlamModel

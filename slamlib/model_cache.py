@@ -1,7 +1,8 @@
 """Trained models cached on disk by a hash of what made them, shared between chapters.
 
-A model is identified by the data it was trained on (the data set's cache key) and the
-model's constructor parameters. The first call trains and saves ``models/<hash>.npz`` (the
+A model is identified by the data it was trained on (the data set's cache key), the
+model's constructor parameters and the versions of slamlib and of the numerical libraries
+(:func:`slamlib.modelfile.library_versions`), so an upgrade that changes the numbers retrains. The first call trains and saves ``models/<hash>.npz`` (the
 regular model file) and ``models/<hash>.json`` (the parameters and the training time); later
 calls with the same key load the file instead of retraining.
 """
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 from slamlib.cache import cache_dir, parameter_hash
 from slamlib.model import SlamModel
+from slamlib.modelfile import library_versions
 
 __all__ = ["cached_model"]
 
@@ -35,7 +37,7 @@ def cached_model(
         Identifies the training data (e.g. a data set's ``cache_key`` plus a subset name).
     model_parameters : dict
         Keyword arguments of :class:`SlamModel`; ``n_jobs`` does not enter the key, as it does
-        not change the result.
+        not change the result (with either backend).
     fit : callable
         ``fit(model)`` trains the fresh model and returns it.
     use_cache : bool
@@ -48,7 +50,7 @@ def cached_model(
         ``training_seconds`` (of the run that trained it), ``from_cache`` and ``key``.
     """
     key_parameters = {key: value for key, value in model_parameters.items() if key != "n_jobs"}
-    key = parameter_hash({"data": data_key, "model": key_parameters})
+    key = parameter_hash({"data": data_key, "model": key_parameters, "library_versions": library_versions()})
     directory = cache_dir() / "models"
     model_path, info_path = directory / f"{key}.npz", directory / f"{key}.json"
     if use_cache and model_path.is_file() and info_path.is_file():

@@ -5,7 +5,7 @@ from sklearn.svm import SVR
 from slamlib.svr import kfold_indices
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
-from slamlib.svr.libsvm import train_pixel, train_pixels
+from slamlib.svr.libsvm import TOLERANCE, train_pixel, train_pixels
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_cv_mse_matches_an_independent_cross_validation(pixel_data):
     for index, (c, gamma) in enumerate(pairs):
         predicted = np.empty_like(flux)
         for train, test in folds:
-            predicted[test] = SVR(C=c, gamma=gamma, epsilon=0.05).fit(labels[train], flux[train]).predict(labels[test])
+            predicted[test] = SVR(C=c, gamma=gamma, epsilon=0.05, tol=TOLERANCE).fit(labels[train], flux[train]).predict(labels[test])
         np.testing.assert_allclose(result["cv_mse_grid"][index], np.mean((predicted - flux) ** 2), rtol=1e-10)
     assert result["best"] == int(np.argmin(result["cv_mse_grid"]))
 
@@ -72,7 +72,7 @@ def test_kernel_expansion_reproduces_sklearn_predictions_and_jacobian(pixel_data
                           min_good_stars=6, n_jobs=1)
     test_labels = np.random.default_rng(1).normal(size=(5, 3))
     for pixel in range(2):
-        reference = SVR(C=10.0, gamma=result.best_gamma[pixel], epsilon=0.05).fit(labels, flux_two[:, pixel])
+        reference = SVR(C=10.0, gamma=result.best_gamma[pixel], epsilon=0.05, tol=TOLERANCE).fit(labels, flux_two[:, pixel])
         np.testing.assert_allclose(result.expansion.evaluate(test_labels)[:, pixel], reference.predict(test_labels),
                                    rtol=1e-8, atol=1e-10)
     value, jacobian = result.expansion.evaluate_with_jacobian(test_labels)
