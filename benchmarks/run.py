@@ -3,14 +3,18 @@
 Trains one SVR per pixel on a 2000-star x 1901-pixel x 3-label set with the paper's
 Section 3 grid (epsilon = 0.05, C in {10, 100}, gamma in {0.1, 0.01}, 5-fold CV) with
 
-* the reference backend, :func:`slamlib.svr.libsvm.train_pixels` (scikit-learn / LIBSVM),
-  timed on a random subset of pixels (``--reference-pixels``, one pixel per joblib task so
-  every worker stays busy) and scaled per pixel, and
+* the reference backend, :func:`slamlib.svr.libsvm.train_pixels` (scikit-learn / LIBSVM at
+  its stopping tolerance ``libsvm.TOLERANCE`` = 1e-5), timed on a random subset of pixels
+  (``--reference-pixels``, one pixel per joblib task so every worker stays busy) and scaled
+  per pixel; and again at the original code's tolerance (scikit-learn's default, 1e-3), which
+  is faster and gives the conservative speed-up,
 * the batched backend, :func:`slamlib.svr.batched.train_pixels`, on all pixels and, for a
   like-for-like ratio under the same machine load, on the same subset,
 
-and prints a table: times, speed-up, exactness against the reference (CV MSE, chosen
-(C, gamma), predicted flux of the final models) and peak memory. Results are also written
+and prints a table: times, speed-ups, exactness against the reference (CV MSE, chosen
+(C, gamma), predicted flux of the final models) and peak memory. The exactness bar of the
+speed issue is checked on the spectra SLAM predicts, at stars' labels (the training stars and
+independent stars); points uniform in the label box are reported beside them. Results are also written
 as JSON to ``benchmarks/results/`` (git-ignored).
 
 Timings on a shared machine are noisy: every timing is repeated ``--repeat`` times and the
@@ -123,7 +127,8 @@ def exactness(reference, fast, labels_std, pixels, star_labels_std):
     The final models' predicted spectra are compared (where both chose the same (C, gamma)) at
     three sets of labels: the training stars', independent stars' from the same distribution
     (the spectra SLAM predicts in use), and points uniform in the training labels' bounding box
-    (which includes label combinations no star has, where both models extrapolate).
+    (which includes label combinations no star has, where both models extrapolate; there LIBSVM
+    itself is not converged to 0.1 epsilon: its kernel cache is single precision).
     """
     trained = reference.trained[pixels] & fast.trained[pixels]
     pixels = pixels[trained]
@@ -133,6 +138,11 @@ def exactness(reference, fast, labels_std, pixels, star_labels_std):
     rng = np.random.default_rng(12345)
     box = rng.uniform(labels_std.min(axis=0), labels_std.max(axis=0), size=(500, labels_std.shape[1]))
     pixels_same = pixels[same]
+    flux_difference = {
+        "training_stars": flux_agreement(reference, fast, labels_std, pixels_same),
+        "independent_stars": flux_agreement(reference, fast, star_labels_std, pixels_same),
+        "uniform_in_label_box": flux_agreement(reference, fast, box, pixels_same),
+    }
     return {
         "n_pixels": int(pixels.size),
         "cv_mse_rel_diff_median": float(np.median(rel_best)),
@@ -141,11 +151,11 @@ def exactness(reference, fast, labels_std, pixels, star_labels_std):
         "same_choice_fraction": float(same.mean()),
         "different_choice_pixels": [int(p) for p in pixels[~same]],
         "different_choice_cv_mse_gap": [float(abs(np.diff(np.sort(reference.cv_mse_grid[p])[:2]))[0] / np.min(reference.cv_mse_grid[p])) for p in pixels[~same]],
-        "flux_difference": {
-            "training_stars": flux_agreement(reference, fast, labels_std, pixels_same),
-            "independent_stars": flux_agreement(reference, fast, star_labels_std, pixels_same),
-            "uniform_in_label_box": flux_agreement(reference, fast, box, pixels_same),
-        },
+        "flux_difference": flux_difference,
+        # The speed issue's bar, on the spectra SLAM predicts: CV MSE within 1 % (median), the
+        # same (C, gamma) on >= 95 % of pixels, predicted flux within 0.1 epsilon at stars' labels.
+        "bar_met_at_star_labels": bool(np.median(rel_best) <= 0.01 and same.mean() >= 0.95 and all(
+            flux_difference[name]["max"] <= 0.1 for name in ("training_stars", "independent_stars"))),
     }
 
 
@@ -190,6 +200,23 @@ def exact_check(reference, fast, labels_std, flux_std, good, pixels):
         out["fast_vs_tight_eps"].append(float(np.abs(f_fast[:, pixel] - tight).max() / EPSILON))
         out["reference_vs_tight_eps"].append(float(np.abs(f_ref[:, pixel] - tight).max() / EPSILON))
     return out
+
+
+def print_exactness(title, e):
+    """Print one exactness comparison (a dict from :func:`exactness`)."""
+    print(f"{title}, {e['n_pixels']} pixels: CV MSE relative difference median {e['cv_mse_rel_diff_median']:.2e} "
+          f"(max {e['cv_mse_rel_diff_max']:.2e}; whole grid median {e['cv_mse_grid_rel_diff_median']:.2e}); "
+          f"same (C, gamma) {100 * e['same_choice_fraction']:.1f}%")
+    if e["different_choice_pixels"]:
+        print(f"  pixels with a different choice: {e['different_choice_pixels']} (relative CV MSE gap between "
+              f"their two best grid points: {', '.join(f'{x:.1e}' for x in e['different_choice_cv_mse_gap'])})")
+    print("  final models' predicted flux, |difference| / epsilon (same-choice pixels):")
+    for name, d in e["flux_difference"].items():
+        print(f"    at {d['n_points']} {name.replace('_', ' ')}: pixels whose max is within 0.1 eps "
+              f"{100 * d['pixels_within_0p1_eps']:.0f}% (median of per-pixel max {d['median_of_pixel_max']:.3f}, "
+              f"max {d['max']:.3f}); values within 0.1 eps {100 * d['values_within_0p1_eps']:.2f}%, "
+              f"99th percentile {d['p99_of_all']:.3f}")
+    print(f"  bar (within 0.1 eps at stars' labels): {'met' if e['bar_met_at_star_labels'] else 'NOT met'}")
 
 
 def main(argv=None):
@@ -237,18 +264,29 @@ def main(argv=None):
         try:
             reference, ref_time, ref_cpu = timed(lambda: libsvm.train_pixels(
                 labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
+            original, original_time, original_cpu = timed(lambda: libsvm.train_pixels(
+                labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset,
+                tol=libsvm.ORIGINAL_TOLERANCE, **common), args.repeat)
         finally:
             libsvm.PIXEL_BLOCK_SIZE = block_size
         fast_subset, fast_time, fast_cpu = timed(lambda: batched.train_pixels(
             labels_std, flux_std, good, folds, SECTION3_GRID, EPSILON, pixels=subset, **common), args.repeat)
-        report["reference"] = {"pixels": subset.size, "seconds": ref_time, "cpu_seconds": ref_cpu,
-                               "seconds_per_pixel": ref_time / subset.size,
-                               "projected_seconds_all_pixels": ref_time / subset.size * n_pix}
+        for name, seconds, cpu in (("reference", ref_time, ref_cpu), ("reference_original_tolerance", original_time,
+                                                                      original_cpu)):
+            report[name] = {"pixels": subset.size, "seconds": seconds, "cpu_seconds": cpu,
+                            "seconds_per_pixel": seconds / subset.size,
+                            "projected_seconds_all_pixels": seconds / subset.size * n_pix}
+        report["reference"]["tol"] = libsvm.TOLERANCE
+        report["reference_original_tolerance"]["tol"] = libsvm.ORIGINAL_TOLERANCE
         report["batched_subset"] = {"pixels": subset.size, "seconds": fast_time, "cpu_seconds": fast_cpu,
                                     "seconds_per_pixel": fast_time / subset.size}
-        rows.append((f"reference (LIBSVM), {subset.size} random pixels", ref_time, ref_time / subset.size))
+        rows.append((f"reference (LIBSVM tol={libsvm.TOLERANCE:g}), {subset.size} random pixels", ref_time,
+                     ref_time / subset.size))
+        rows.append((f"LIBSVM at the original tol={libsvm.ORIGINAL_TOLERANCE:g}, same pixels", original_time,
+                     original_time / subset.size))
         rows.append((f"batched, same {subset.size} pixels", fast_time, fast_time / subset.size))
         report["speedup_same_subset"] = ref_time / fast_time
+        report["speedup_same_subset_vs_original_tolerance"] = original_time / fast_time
     if not args.skip_full:
         tracemalloc.start()
         full, full_time, full_cpu = timed(lambda: batched.train_pixels(
@@ -260,11 +298,14 @@ def main(argv=None):
         rows.append((f"batched, all {n_pix} pixels", full_time, full_time / n_pix))
         if reference is not None:
             report["speedup_all_pixels_vs_projected_reference"] = report["reference"]["projected_seconds_all_pixels"] / full_time
-            report["exactness"] = exactness(reference, full, labels_std, subset, star_labels_std)
-    elif reference is not None:
-        report["exactness"] = exactness(reference, fast_subset, labels_std, subset, star_labels_std)
+            report["speedup_all_pixels_vs_projected_original_tolerance"] = (
+                report["reference_original_tolerance"]["projected_seconds_all_pixels"] / full_time)
+    if reference is not None:
+        final = fast_subset if args.skip_full else full
+        report["exactness"] = exactness(reference, final, labels_std, subset, star_labels_std)
+        report["exactness_vs_original_tolerance"] = exactness(original, final, labels_std, subset, star_labels_std)
+        report["original_tolerance_vs_reference"] = exactness(reference, original, labels_std, subset, star_labels_std)
     if reference is not None and args.exact_check_pixels:
-        final = full if not args.skip_full else fast_subset
         report["exact_check"] = exact_check(reference, final, labels_std, flux_std, good,
                                             subset[:args.exact_check_pixels])
     report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -280,25 +321,19 @@ def main(argv=None):
     for name, seconds, per_pixel in rows:
         print(f"{name:<46}{seconds:>10.1f}{per_pixel:>12.4f}")
     if "reference" in report:
-        print(f"{'reference projected to all pixels (per-pixel x n_pix)':<46}"
-              f"{report['reference']['projected_seconds_all_pixels']:>10.1f}")
-        print(f"speed-up, same {subset.size} pixels: {report['speedup_same_subset']:.1f}x")
+        for name, label in (("reference", "reference"), ("reference_original_tolerance", "original tolerance")):
+            print(f"{label + ' projected to all pixels (per-pixel x n_pix)':<46}"
+                  f"{report[name]['projected_seconds_all_pixels']:>10.1f}")
+        print(f"speed-up, same {subset.size} pixels: {report['speedup_same_subset']:.1f}x "
+              f"({report['speedup_same_subset_vs_original_tolerance']:.1f}x against the original tolerance)")
     if "speedup_all_pixels_vs_projected_reference" in report:
-        print(f"speed-up, all pixels vs projected reference: {report['speedup_all_pixels_vs_projected_reference']:.1f}x")
-    if "exactness" in report:
-        e = report["exactness"]
-        print(f"exactness on {e['n_pixels']} pixels: CV MSE relative difference median {e['cv_mse_rel_diff_median']:.2e} "
-              f"(max {e['cv_mse_rel_diff_max']:.2e}; whole grid median {e['cv_mse_grid_rel_diff_median']:.2e}); "
-              f"same (C, gamma) {100 * e['same_choice_fraction']:.1f}%")
-        if e["different_choice_pixels"]:
-            print(f"  pixels with a different choice: {e['different_choice_pixels']} (relative CV MSE gap between "
-                  f"their two best grid points in the reference: {', '.join(f'{x:.1e}' for x in e['different_choice_cv_mse_gap'])})")
-        print("  final-model predicted flux, |batched - reference| / epsilon (same-choice pixels):")
-        for name, d in e["flux_difference"].items():
-            print(f"    at {d['n_points']} {name.replace('_', ' ')}: pixels whose max is within 0.1 eps "
-                  f"{100 * d['pixels_within_0p1_eps']:.0f}% (median of per-pixel max {d['median_of_pixel_max']:.3f}, "
-                  f"max {d['max']:.3f}); values within 0.1 eps {100 * d['values_within_0p1_eps']:.2f}%, "
-                  f"99th percentile {d['p99_of_all']:.3f}")
+        print(f"speed-up, all pixels vs projected reference: {report['speedup_all_pixels_vs_projected_reference']:.1f}x "
+              f"({report['speedup_all_pixels_vs_projected_original_tolerance']:.1f}x against the original tolerance)")
+    for key, title in (("exactness", "batched vs the reference"),
+                       ("exactness_vs_original_tolerance", "batched vs LIBSVM at the original tolerance"),
+                       ("original_tolerance_vs_reference", "LIBSVM at the original tolerance vs the reference")):
+        if key in report:
+            print_exactness(title, report[key])
     if "exact_check" in report:
         x = report["exact_check"]
         print(f"  exactness of the final models ({len(x['pixels'])} pixels): KKT violation (exact kernel) batched "

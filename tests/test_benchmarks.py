@@ -51,3 +51,12 @@ def test_training_benchmark_compares_predicted_spectra_at_three_label_sets(tmp_p
         assert numbers["median_of_pixel_max"] <= numbers["p90_of_pixel_max"] <= numbers["max"]
     assert report["batched_full"]["pixels"] == 12
     assert "independent stars" in stdout and "speed-up" in stdout
+    # The original code's tolerance is timed and compared too, and the bar's verdict is printed.
+    assert report["reference_original_tolerance"]["tol"] > report["reference"]["tol"]
+    for key in ("exactness_vs_original_tolerance", "original_tolerance_vs_reference"):
+        assert report[key]["n_pixels"] == 4
+    bar = report["exactness"]["flux_difference"]
+    expected = all(bar[name]["max"] <= 0.1 for name in ("training_stars", "independent_stars")) and (
+        report["exactness"]["same_choice_fraction"] >= 0.95 and report["exactness"]["cv_mse_rel_diff_median"] <= 0.01)
+    assert report["exactness"]["bar_met_at_star_labels"] == expected
+    assert stdout.count("bar (within 0.1 eps at stars' labels)") == 3

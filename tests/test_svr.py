@@ -5,7 +5,7 @@ from sklearn.svm import SVR
 from slamlib.svr import kfold_indices
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
-from slamlib.svr.libsvm import TOLERANCE, train_pixel, train_pixels
+from slamlib.svr.libsvm import ORIGINAL_TOLERANCE, TOLERANCE, train_pixel, train_pixels
 
 
 @pytest.fixture
@@ -46,6 +46,20 @@ def test_cv_mse_matches_an_independent_cross_validation(pixel_data):
             predicted[test] = SVR(C=c, gamma=gamma, epsilon=0.05, tol=TOLERANCE).fit(labels[train], flux[train]).predict(labels[test])
         np.testing.assert_allclose(result["cv_mse_grid"][index], np.mean((predicted - flux) ** 2), rtol=1e-10)
     assert result["best"] == int(np.argmin(result["cv_mse_grid"]))
+
+
+def test_original_tolerance_reproduces_scikit_learn_defaults(pixel_data):
+    """tol=ORIGINAL_TOLERANCE gives the original code's fits (scikit-learn's default SVR); the
+    reference's own tolerance gives other (better converged) numbers."""
+    labels, flux = pixel_data
+    folds = kfold_indices(labels.shape[0], 4, random_state=0)
+    good = np.ones(labels.shape[0], bool)
+    original = train_pixel(labels, flux, good, folds, [(100.0, 1.0)], 0.05, tol=ORIGINAL_TOLERANCE)
+    converged = train_pixel(labels, flux, good, folds, [(100.0, 1.0)], 0.05)
+    default_fit = SVR(C=100.0, gamma=1.0, epsilon=0.05).fit(labels, flux)
+    np.testing.assert_allclose(original["dual_coef"][default_fit.support_], default_fit.dual_coef_[0], rtol=1e-12)
+    assert original["intercept"] == pytest.approx(default_fit.intercept_[0], rel=1e-12)
+    assert not np.array_equal(original["dual_coef"], converged["dual_coef"])
 
 
 def test_bad_stars_are_left_out_of_fits_and_cv_scores(pixel_data):

@@ -33,14 +33,14 @@ TOLERANCE = 1e-5
 ORIGINAL_TOLERANCE = 1e-3
 
 
-def fit_and_predict(labels_fit, flux_fit, labels_eval, c, gamma, epsilon):
-    """Fit one RBF epsilon-SVR (LIBSVM, stopping tolerance ``TOLERANCE``) and predict at ``labels_eval``.
+def fit_and_predict(labels_fit, flux_fit, labels_eval, c, gamma, epsilon, tol=TOLERANCE):
+    """Fit one RBF epsilon-SVR (LIBSVM, stopping tolerance ``tol``) and predict at ``labels_eval``.
 
     Returns the fitted ``SVR`` and its predictions (empty when ``labels_eval`` has no rows,
     e.g. a fold whose held-out stars are all bad at this pixel). Shared by the reference
     backend and the batched backend's nearly full-rank kernels, so both fit exactly the same way.
     """
-    regressor = SVR(kernel="rbf", C=c, gamma=gamma, epsilon=epsilon, tol=TOLERANCE)
+    regressor = SVR(kernel="rbf", C=c, gamma=gamma, epsilon=epsilon, tol=tol)
     regressor.fit(labels_fit, flux_fit)
     if len(labels_eval) == 0:
         return regressor, np.zeros(0)
@@ -54,6 +54,7 @@ def train_pixel(
     folds: list[tuple[np.ndarray, np.ndarray]],
     pairs: list[tuple[float, float]],
     epsilon: float,
+    tol: float = TOLERANCE,
 ) -> dict[str, np.ndarray | float]:
     """Grid search by k-fold CV and final refit for one pixel.
 
@@ -71,6 +72,8 @@ def train_pixel(
         The hyperparameter grid.
     epsilon : float
         Width of the SVR tube, in standardized flux units.
+    tol : float
+        LIBSVM's stopping tolerance (``ORIGINAL_TOLERANCE`` reproduces the original code's fits).
 
     Returns
     -------
@@ -88,7 +91,7 @@ def train_pixel(
     for fold_number, (train, test) in enumerate(folds):
         train, test = train[good[train]], test[good[test]]
         for index, (c, gamma) in enumerate(pairs):
-            regressor, predicted = fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon)
+            regressor, predicted = fit_and_predict(labels_std[train], flux_std[train], labels_std[test], c, gamma, epsilon, tol)
             fold_dual_coef[index, fold_number, train[regressor.support_]] = regressor.dual_coef_[0]
             fold_intercept[index, fold_number] = regressor.intercept_[0]
             if test.size:
@@ -100,7 +103,7 @@ def train_pixel(
     best = int(np.argmin(cv_mse_grid))
     c, gamma = pairs[best]
     fit_stars = np.flatnonzero(good)
-    regressor, predicted = fit_and_predict(labels_std[fit_stars], flux_std[fit_stars], labels_std[fit_stars], c, gamma, epsilon)
+    regressor, predicted = fit_and_predict(labels_std[fit_stars], flux_std[fit_stars], labels_std[fit_stars], c, gamma, epsilon, tol)
     dual_coef = np.zeros(n_star)
     dual_coef[fit_stars[regressor.support_]] = regressor.dual_coef_[0]
     residual = predicted - flux_std[fit_stars]
@@ -118,9 +121,9 @@ def train_pixel(
     }
 
 
-def _train_block(labels_std, flux_std_block, good_block, folds, pairs, epsilon):
+def _train_block(labels_std, flux_std_block, good_block, folds, pairs, epsilon, tol):
     return [
-        train_pixel(labels_std, flux_std_block[:, column], good_block[:, column], folds, pairs, epsilon)
+        train_pixel(labels_std, flux_std_block[:, column], good_block[:, column], folds, pairs, epsilon, tol)
         for column in range(flux_std_block.shape[1])
     ]
 
@@ -136,6 +139,7 @@ def train_pixels(
     min_good_stars: int,
     n_jobs: int = -1,
     pixels: np.ndarray | None = None,
+    tol: float = TOLERANCE,
 ) -> TrainingResult:
     """Train every pixel (or the given subset) with LIBSVM.
 
@@ -153,6 +157,9 @@ def train_pixels(
         joblib workers (-1: all cores).
     pixels : ndarray of int, optional
         Train only these pixel columns (the others are returned untrained).
+    tol : float
+        LIBSVM's stopping tolerance (see ``TOLERANCE``; ``ORIGINAL_TOLERANCE`` reproduces the
+        original code's fits).
 
     Returns
     -------
@@ -174,7 +181,7 @@ def train_pixels(
     # Blocks are stored as they come back (in order), so the per-pixel results never exist
     # twice: at the Section 4 size they are as large as the result arrays (~2.3 GB).
     block_results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_train_block)(labels_std, flux_std[:, block], good[:, block], folds, pairs, epsilon)
+        delayed(_train_block)(labels_std, flux_std[:, block], good[:, block], folds, pairs, epsilon, tol)
         for block in blocks
     )
     for block, results in zip(blocks, block_results):
