@@ -172,20 +172,38 @@ def test_bad_star_values_are_ignored_and_output_is_deterministic():
     assert np.all(first.expansion.dual_coef.T[~good] == 0)
 
 
-def test_result_is_the_same_with_any_number_of_workers():
-    """Chunks do not follow n_jobs (pixels solved together differ at the rounding level), so a
-    model is bit for bit the same with 1, 2 or 3 workers (the model cache relies on it)."""
-    labels, flux_std, good = make_set(n_star=120, n_label=3, n_pix=30, seed=8)
+def test_result_does_not_depend_on_workers_or_on_the_other_pixels_trained():
+    """Pixels are solved in groups of consecutive indices (PIXEL_GROUP), whatever n_jobs and
+    whichever other pixels are trained, so a model is bit for bit the same with 1, 2 or 3
+    workers (the model cache relies on it) and a pixel's fit is the same when trained alone in
+    its group (checkpoint and cluster blocks rely on it)."""
+    n_pix = 2 * batched.PIXEL_GROUP + 6
+    labels, flux_std, good = make_set(n_star=120, n_label=3, n_pix=n_pix, seed=8)
     folds = kfold_indices(120, 3, random_state=0)
     grid = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
-    results = [batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=n_jobs)
+    options = dict(min_good_stars=6)
+    results = [batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, n_jobs=n_jobs, **options)
                for n_jobs in (1, 2, 3)]
-    for other in results[1:]:
-        np.testing.assert_array_equal(results[0].cv_mse_grid, other.cv_mse_grid)
-        np.testing.assert_array_equal(results[0].expansion.dual_coef, other.expansion.dual_coef)
-        np.testing.assert_array_equal(results[0].expansion.intercept, other.expansion.intercept)
+    group = np.arange(batched.PIXEL_GROUP, 2 * batched.PIXEL_GROUP)
+    results.append(batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, n_jobs=2, pixels=group, **options))
+    for other, pixels in zip(results[1:], (slice(None), slice(None), group)):
+        np.testing.assert_array_equal(results[0].cv_mse_grid[pixels], other.cv_mse_grid[pixels])
+        np.testing.assert_array_equal(results[0].expansion.dual_coef[pixels], other.expansion.dual_coef[pixels])
+        np.testing.assert_array_equal(results[0].expansion.intercept[pixels], other.expansion.intercept[pixels])
         for fold_model, other_fold_model in zip(results[0].fold_expansions, other.fold_expansions):
-            np.testing.assert_array_equal(fold_model.dual_coef, other_fold_model.dual_coef)
+            np.testing.assert_array_equal(fold_model.dual_coef[pixels], other_fold_model.dual_coef[pixels])
+
+
+def test_default_chunks_are_groups_of_consecutive_pixels_that_divide_the_checkpoint_block():
+    from slamlib.checkpoint import CHECKPOINT_BLOCK_SIZE
+
+    assert CHECKPOINT_BLOCK_SIZE % batched.PIXEL_GROUP == 0
+    for n_star in (100, 2000, 17000, 100000):
+        size = batched.default_chunk_size(n_star, 8, 5)
+        assert batched.PIXEL_GROUP % size == 0 and 8 <= size <= batched.PIXEL_GROUP
+    assert batched.default_chunk_size(17000, 8, 5) < batched.default_chunk_size(100, 8, 5)   # memory bound
+    chunks = batched._chunks(np.array([0, 3, 31, 32, 40, 95, 96]), 32)
+    assert [chunk.tolist() for chunk in chunks] == [[0, 3, 31], [32, 40], [95], [96]]
 
 
 def test_solver_reaches_libsvm_solution_at_tight_tolerance():
@@ -278,7 +296,7 @@ def test_training_that_cannot_fit_in_memory_is_refused_before_it_starts(monkeypa
     labels, flux_std, good = make_set(n_star=60, n_label=3, n_pix=4, seed=1)
     folds = kfold_indices(60, 3, random_state=0)
     grid = {"C": [10.0], "gamma": [0.1]}
-    chunk_size = int(np.ceil(4 / batched.MIN_CHUNKS))                # the default for 4 pixels
+    chunk_size = batched.default_chunk_size(60, 3, 1)
     needed = batched.memory_estimate(60, 4, 3, 1, n_workers=1, chunk_size=chunk_size)
     assert needed > 8 * 60**2 + 8 * 4 * 4 * 60                   # at least the kernel and the result arrays
     monkeypatch.setattr(batched, "physical_memory", lambda: needed - 1)

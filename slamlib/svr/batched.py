@@ -66,7 +66,7 @@ from slamlib.svr.libsvm import fit_and_predict
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
 __all__ = ["train_pixels", "kernel_matrix", "memory_estimate", "default_chunk_size", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL",
-           "MAX_FACTOR_RANK", "physical_memory"]
+           "MAX_FACTOR_RANK", "PIXEL_GROUP", "physical_memory"]
 
 #: Continuation stages of the CV fits (KKT violation <= the last mu).
 CV_STAGES = (Stage(0.01, 100), Stage(3e-3, 100), Stage(1e-3, 100))
@@ -84,8 +84,12 @@ FACTOR_TOL = 1e-8
 MAX_FACTOR_RANK = 3000
 #: Bytes of per-chunk working arrays a worker may hold.
 CHUNK_MEMORY = 256 * 2**20
-#: Fewest pixel chunks a call is split into (when ``chunk_size`` is not given), whatever ``n_jobs``.
-MIN_CHUNKS = 4
+#: Pixels are solved in groups of consecutive pixel indices, [k * chunk_size, (k + 1) * chunk_size),
+#: with ``chunk_size`` a power of two up to ``PIXEL_GROUP`` (the default checkpoint and cluster
+#: block, :data:`slamlib.checkpoint.CHECKPOINT_BLOCK_SIZE`, is a multiple of it). A pixel's result
+#: depends at the rounding level on the pixels solved with it; with this grouping it is the same
+#: bit for bit in one call, in checkpoint blocks, on a cluster and with any ``n_jobs``.
+PIXEL_GROUP = 32
 #: Arrays of shape (chunk, n_star) float64 alive at once inside the solver (upper estimate).
 _ARRAYS_PER_PROBLEM = 24
 
@@ -114,9 +118,13 @@ def kernel_matrix(labels: np.ndarray, gamma: float, *, block: int = 1024) -> np.
 
 
 def default_chunk_size(n_star: int, n_folds: int, n_c: int) -> int:
-    """Pixels per worker chunk that keep its working arrays under ``CHUNK_MEMORY`` (8 to 512)."""
+    """Pixels per worker chunk: the largest power of two up to ``PIXEL_GROUP`` (and at least 8)
+    whose working arrays stay under ``CHUNK_MEMORY``."""
     per_pixel = 8 * _ARRAYS_PER_PROBLEM * max(n_star, 1) * (n_folds + n_c)
-    return int(np.clip(CHUNK_MEMORY // per_pixel, 8, 512))
+    size = PIXEL_GROUP
+    while size > 8 and size * per_pixel > CHUNK_MEMORY:
+        size //= 2
+    return size
 
 
 def memory_estimate(n_star: int, n_pix: int, n_folds: int, n_c: int, *, n_workers: int, chunk_size: int) -> int:
@@ -161,7 +169,10 @@ def physical_memory() -> int:
 
 
 def _chunks(columns: np.ndarray, chunk_size: int) -> list[np.ndarray]:
-    return [columns[start:start + chunk_size] for start in range(0, columns.size, chunk_size)]
+    """The (sorted) pixel columns grouped by ``column // chunk_size``: consecutive pixel indices."""
+    if columns.size == 0:
+        return []
+    return np.split(columns, np.flatnonzero(np.diff(columns // chunk_size)) + 1)
 
 
 def _cv_chunk(K, Z, fold_of_star, n_folds, Y, G, c_values, epsilon, labels, gamma, n_scored, grid_columns, keeper):
@@ -283,17 +294,19 @@ def train_pixels(
     """Train every pixel (or the given subset), batched over pixels.
 
     Parameters and result as :func:`slamlib.svr.libsvm.train_pixels`; in addition
-    ``chunk_size`` (pixels solved together by one worker; default from ``CHUNK_MEMORY``, and at
-    most a ``MIN_CHUNKS``-th of the pixels) and
+    ``chunk_size`` (pixels solved together by one worker: the trained pixels among
+    ``chunk_size`` consecutive pixel indices; default from ``CHUNK_MEMORY``, see
+    ``PIXEL_GROUP``) and
     ``stats``, a dict that receives solver counts (problems solved, Newton steps, exact
     active-set verifications, LIBSVM hand-overs), the rank of the kernel's low-rank factor
     per gamma (``factor_rank``; ``MAX_FACTOR_RANK`` where the factorization was cut) and the
     gammas fitted by LIBSVM because their kernel is nearly full rank (``libsvm_gammas``).
     ``n_jobs`` workers (threads; -1: all cores) each solve one pixel chunk at a time with a
-    single-threaded BLAS. The chunks do not depend on ``n_jobs``, so neither does the result:
-    it is the same bit for bit with any number of workers (on one machine). It does depend, at
-    the rounding level (~1e-7 in the dual coefficients), on which pixels are trained together
-    (``pixels``, ``chunk_size``, checkpoint blocks).
+    single-threaded BLAS. The chunks depend on nothing but the pixel indices and
+    ``chunk_size``, so the result is the same bit for bit (on one machine) with any ``n_jobs``,
+    for any ``pixels`` subset, and in checkpoint or cluster blocks whose size is a multiple of
+    ``chunk_size``; another ``chunk_size`` changes it at the rounding level (~1e-7 in the dual
+    coefficients).
     """
     labels_std = np.asarray(labels_std, dtype=float)
     flux_std = np.asarray(flux_std, dtype=float)
@@ -314,10 +327,8 @@ def train_pixels(
     n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
     if chunk_size is None:
         chunk_size = default_chunk_size(n_star, len(folds), len(c_values))
-        # At least MIN_CHUNKS chunks, so that a few workers all have work. Not a function of
-        # n_jobs: a pixel's result depends (at the rounding level) on the pixels solved with it,
-        # and the same call must give the same model with any number of workers.
-        chunk_size = max(1, min(chunk_size, int(np.ceil(columns.size / MIN_CHUNKS)) if columns.size else 1))
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
     needed = memory_estimate(n_star, n_pix, len(folds), len(c_values), n_workers=n_workers, chunk_size=chunk_size)
     available = physical_memory()
     if available and needed > available:

@@ -37,11 +37,11 @@ Method
    Up to ``polish_passes`` primal-dual active-set corrections are tried.
 3. **Fallbacks.** A problem whose active set is not verified keeps the smoothed solution,
    written as feasible coefficients; its KKT violation is at most about the last ``mu`` and
-   is reported (``info["kkt"]``), a tighter guarantee than LIBSVM's own stopping rule
-   (``tol = 1e-3``). A problem the Newton phase does not bring to the last ``mu`` within its
-   step budget (rare; ``info["libsvm"]``) is handed to LIBSVM (scikit-learn's SVR, on the
-   labels when given, else on the precomputed kernel; ``tol`` = the last ``mu``), so no
-   problem is left unsolved.
+   is reported (``info["kkt"]``), a tighter guarantee than scikit-learn's default stopping
+   rule (``tol = 1e-3``). A problem the Newton phase does not bring to the last ``mu`` within
+   its step budget (rare; ``info["libsvm"]``) is handed to LIBSVM (scikit-learn's SVR, on the
+   labels when given, else on the precomputed kernel; at the reference backend's tolerance,
+   :data:`slamlib.svr.libsvm.TOLERANCE`), so no problem is left unsolved.
 
 Stages may stop early (``polish=False``): then every problem gets the smoothed solution
 of the last stage, with KKT violation <= that stage's ``mu``.
@@ -57,6 +57,7 @@ from sklearn.svm import SVR as _SVR
 
 from slamlib.svr.batched_kernels import (add_zone_rows, bordered_solve_small, line_search, newton_system, scatter_zone,
                                         step_terms, take_step, zone_indices, zone_rows_dot)
+from slamlib.svr.libsvm import TOLERANCE as LIBSVM_TOLERANCE
 
 __all__ = ["solve_batch", "kkt_violation", "pivoted_cholesky", "Stage", "EXACT_STAGES"]
 
@@ -517,9 +518,9 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
     for p in hand_over:
         stars = np.flatnonzero(mask[p])
         if labels is not None:
-            svr = _SVR(kernel="rbf", gamma=gamma, C=C, epsilon=epsilon, tol=mu_final).fit(labels[stars], Ym[p, stars])
+            svr = _SVR(kernel="rbf", gamma=gamma, C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE).fit(labels[stars], Ym[p, stars])
         else:
-            svr = _SVR(kernel="precomputed", C=C, epsilon=epsilon, tol=mu_final).fit(K[np.ix_(stars, stars)], Ym[p, stars])
+            svr = _SVR(kernel="precomputed", C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE).fit(K[np.ix_(stars, stars)], Ym[p, stars])
         beta_out[p] = 0.0
         beta_out[p, stars[svr.support_]] = svr.dual_coef_[0]
         b_out[p] = svr.intercept_[0]
