@@ -30,6 +30,7 @@ from slamlib.catalog_input import (
     write_arrays_file,
 )
 from slamlib.checkpoint import clear_checkpoint
+from slamlib.model import BACKENDS
 from slamlib.preprocess import MAX_BAD_PIXELS, common_wave_grid, count_bad_pixels
 from slamlib.progress import progress_bars
 from slamlib.scaleout import connect
@@ -208,7 +209,7 @@ def load_training_set(args: argparse.Namespace) -> TrainingSet:
 
 def _model_parameters(args: argparse.Namespace) -> dict:
     return {"param_grid": {"C": args.grid_c, "gamma": args.grid_gamma}, "epsilon": args.epsilon, "cv": args.cv,
-            "n_jobs": args.n_jobs, "random_state": args.seed}
+            "n_jobs": args.n_jobs, "random_state": args.seed, "backend": args.backend}
 
 
 # ----------------------------------------------------------------------------- commands
@@ -417,6 +418,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epsilon", type=float, default=0.05, help="SVR tube half-width, standardized flux (0.05)")
     group.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
     group.add_argument("--seed", type=int, default=0, help="seed of the CV folds (default 0)")
+    group.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0],
+                       help="training engine: batched (default, fast) or libsvm (one scikit-learn SVR per "
+                            "pixel, the reference; needs less memory)")
     group.add_argument("--max-bad-pixels", type=int, default=MAX_BAD_PIXELS,
                        help=f"leave out spectra with more bad pixels (default {MAX_BAD_PIXELS})")
     _add_common(parser)

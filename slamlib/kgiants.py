@@ -93,7 +93,7 @@ def select_training_set(
     epsilon: float = 0.05,
     random_state: int = 0,
     n_jobs: int = -1,
-    backend: str = "libsvm",
+    backend: str = "batched",
     use_cache: bool = True,
 ) -> TrainingSelection:
     """Apply the ten criteria, the bad-pixel cut and the leave-1/10-out 4-sigma clipping.
@@ -160,7 +160,7 @@ def train_and_cross_validate(
     epsilon: float = 0.05,
     random_state: int = 0,
     n_jobs: int = -1,
-    backend: str = "libsvm",
+    backend: str = "batched",
     snr_bins: list[float] | None = None,
     use_cache: bool = True,
 ) -> CrossValidation:

@@ -74,7 +74,7 @@ def run_lasp_test(
     cv: int = 5,
     random_state: int = 0,
     n_jobs: int = -1,
-    backend: str = "libsvm",
+    backend: str = "batched",
     use_cache: bool = True,
 ) -> LaspTestResult:
     """Train on the training set, predict the test set, and tabulate the errors per S/N bin."""

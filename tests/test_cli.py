@@ -132,6 +132,18 @@ def test_predict_from_an_arrays_file_selects_the_model_grid(arrays_survey):
     assert np.median(np.abs(catalogue["teff"] - truth["teff"])) < 150
 
 
+def test_train_backend_option_chooses_the_training_engine(arrays_survey, tmp_path):
+    """--backend libsvm trains with the reference; the default model (batched) agrees with it."""
+    assert SlamModel.load(arrays_survey / "model.npz").backend == "batched"
+    assert main(["train", str(arrays_survey / "train.csv"), "--labels", *LABEL_NAMES, "--arrays",
+                 str(arrays_survey / "train.npz"), "--output", str(tmp_path / "libsvm.npz"), "--wave-min", "4005",
+                 "--wave-max", "4024", "--backend", "libsvm", *TINY_MODEL]) == 0
+    reference = SlamModel.load(tmp_path / "libsvm.npz")
+    batched = SlamModel.load(arrays_survey / "model.npz")
+    assert reference.backend == "libsvm"
+    np.testing.assert_allclose(reference.cv_mse_, batched.cv_mse_, rtol=1e-2)
+
+
 def test_rerun_skips_finished_chunks(arrays_survey, tmp_path, monkeypatch):
     arguments = ["predict", str(arrays_survey / "model.npz"), "--arrays", str(arrays_survey / "targets.npz"),
                  "--output", str(tmp_path / "out.fits"), "--chunk-size", "4", "--keep-chunks", "--n-jobs", "1"]
