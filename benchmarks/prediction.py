@@ -17,7 +17,7 @@ and prints a table of spectra per second, the speed ratios, and the agreement of
 labels with the reference (|batched - reference| / formal error, converged spectra). Results
 are written as JSON to ``benchmarks/results/`` (git-ignored).
 
-The model is trained once with ``SlamModel(backend="batched")`` (about 15 minutes on 2 cores
+The model is trained once with ``SlamModel(backend="batched")`` (a few minutes on 2 cores
 for 2000 stars) and cached with ``SlamModel.save`` under ``--model-cache`` (default
 ``$SLAMLIB_CACHE/benchmark_models`` if ``SLAMLIB_CACHE`` is set, else
 ``benchmarks/results/models``), keyed by a hash of the data and training parameters; the
@@ -309,7 +309,7 @@ def main(argv=None):
     data_seconds = time.perf_counter() - start
     key = model_key(args.data, args.n_train, args.seed, train)
     print(f"model {cache / f'prediction_model_{key}.npz'}: "
-          f"{'cached' if (cache / f'prediction_model_{key}.npz').is_file() else 'training (about 15 min for 2000 stars on 2 cores)'}",
+          f"{'cached' if (cache / f'prediction_model_{key}.npz').is_file() else 'training (a few minutes for 2000 stars on 2 cores)'}",
           flush=True)
     model, training_seconds = trained_model(train, cache, key, args.n_jobs)
     n_pix, n_label = model.n_pix_, len(model.label_names_)
