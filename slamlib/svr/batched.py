@@ -334,8 +334,8 @@ def train_pixels(
     if available and needed > available:
         raise ValueError(f"the batched backend needs about {needed / 2**30:.1f} GiB for {n_star} stars x {n_pix} pixels "
                          f"({len(folds)} folds), more than this machine's {available / 2**30:.1f} GiB; use "
-                         f"backend='libsvm' (it holds the result arrays and one fit per worker), fewer training "
-                         f"stars, or a machine with more memory.")
+                         f"backend='libsvm' (slam train --backend libsvm; it holds the result arrays and one fit "
+                         f"per worker), fewer training stars, or a machine with more memory.")
 
     assignment = fold_assignment(folds, n_star)
     n_folds = len(folds)
