@@ -54,6 +54,7 @@ from slamlib.svr.result import TrainingResult, parameter_pairs
 
 __all__ = [
     "CHECKPOINT_BLOCK_SIZE",
+    "concurrent_blocks",
     "CHECKPOINT_FORMAT_VERSION",
     "BlockRunner",
     "CheckpointMismatchError",
@@ -412,6 +413,35 @@ def train_pixel_blocks(
     return assemble_blocks(blocks, labels_std, folds, n_pix)
 
 
+def concurrent_blocks(backend: str, n_star: int, n_pix: int, block_size: int, n_folds: int, n_c: int,
+                      n_jobs: int) -> int:
+    """How many blocks to train at once: ``n_jobs`` workers (-1: all cores), fewer where the
+    batched backend's blocks would not fit in memory together.
+
+    Each batched block holds its own n_star x n_star kernel and low-rank factor
+    (:func:`slamlib.svr.batched.memory_estimate`), so at the Section 4 size (17,000 stars, ~3 GB
+    per block) many workers would exhaust the memory; the assembled result arrays, held beside
+    them, are counted too. Never fewer than one; a cut is logged.
+    """
+    workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
+    if backend != "batched" or workers == 1:
+        return workers
+    from slamlib.svr import batched
+
+    per_block = batched.memory_estimate(n_star, block_size, n_folds, n_c, n_workers=1,
+                                        chunk_size=min(block_size, batched.default_chunk_size(n_star, n_folds, n_c)))
+    assembled = 8 * (n_folds + 1) * n_pix * n_star
+    available = batched.physical_memory()
+    if not available:
+        return workers
+    fitting = max(1, int((available - assembled) // per_block))
+    if fitting < workers:
+        _LOG.warning("training %d blocks at a time instead of %d: each batched block needs about %.1f GiB "
+                     "(kernel of %d stars), and this machine has %.1f GiB.", fitting, workers, per_block / 2**30,
+                     n_star, available / 2**30)
+    return min(workers, fitting)
+
+
 def train_pixels_resumable(
     train_pixels: TrainPixels,
     labels_std: np.ndarray,
@@ -442,7 +472,8 @@ def train_pixels_resumable(
     min_good_stars : int
     n_jobs : int
         joblib workers over blocks (-1: all cores); the backend runs single-threaded
-        inside each block.
+        inside each block. With the batched backend, fewer where the blocks would not fit in
+        memory together (:func:`concurrent_blocks`).
     checkpoint_dir : str or Path
         Directory of the checkpoint (created if missing).
     backend : str
@@ -454,15 +485,19 @@ def train_pixels_resumable(
     -------
     TrainingResult
         The same arrays as one ``train_pixels`` call over all pixels would return, for
-        backends whose per-pixel result does not depend on the other pixels of a call (LIBSVM);
-        a batched backend may differ from its own single call at the rounding level. Resumed
-        and uninterrupted runs with one ``block_size`` are always bit-identical.
+        backends whose per-pixel result does not depend on the other pixels of a call (LIBSVM)
+        or only on its own group of consecutive pixels (the batched backend, with a
+        ``block_size`` that is a multiple of ``batched.PIXEL_GROUP``). Resumed and
+        uninterrupted runs with one ``block_size`` are always bit-identical.
 
     Raises
     ------
     CheckpointMismatchError
         If ``checkpoint_dir`` holds the checkpoint of a different training.
     """
+
+    workers = concurrent_blocks(backend, labels_std.shape[0], flux_std.shape[1], block_size, len(folds),
+                                len({c for c, _ in parameter_pairs(param_grid)}), n_jobs)
 
     def run_locally(pending: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         # Blocks run in parallel (one block per task, the backend single-threaded inside it) and
@@ -472,7 +507,7 @@ def train_pixels_resumable(
                                  param_grid, epsilon, min_good_stars)
             for columns in pending.values()
         )
-        results = Parallel(n_jobs=n_jobs if len(pending) > 1 else 1, return_as="generator")(tasks)
+        results = Parallel(n_jobs=workers if len(pending) > 1 else 1, return_as="generator")(tasks)
         yield from zip(pending, results)
 
     return train_pixel_blocks(run_locally, labels_std, flux_std, good, folds, param_grid, epsilon,

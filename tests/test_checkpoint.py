@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from slamlib import SlamModel, modelfile
-from slamlib.checkpoint import CheckpointMismatchError, clear_checkpoint, train_pixels_resumable
+from slamlib.checkpoint import CheckpointMismatchError, clear_checkpoint, concurrent_blocks, train_pixels_resumable
 from slamlib.scaling import Standardizer
 from slamlib.svr import libsvm
 from slamlib.svr.folds import kfold_indices
@@ -179,3 +179,19 @@ def test_training_killed_with_sigkill_resumes_to_the_same_model_file(tmp_path):
     straight, _ = modelfile.load_arrays(tmp_path / "straight.npz")
     for name in straight:
         assert killed[name].tobytes() == straight[name].tobytes(), name
+
+
+def test_batched_blocks_run_only_as_many_at_once_as_fit_in_memory(monkeypatch):
+    """Every batched block holds its own kernel: at the Section 4 size (17,000 stars, ~3 GB a
+    block) an 8 GB machine trains one block at a time; LIBSVM blocks are not limited."""
+    from slamlib.svr import batched
+
+    section4 = dict(n_star=17000, n_pix=1901, block_size=32, n_folds=8, n_c=5)
+    per_block = batched.memory_estimate(17000, 32, 8, 5, n_workers=1, chunk_size=batched.default_chunk_size(17000, 8, 5))
+    assert per_block > 2 * 2**30                                       # at least the 17,000^2 kernel
+    monkeypatch.setattr(batched, "physical_memory", lambda: 8 * 2**30)
+    assert concurrent_blocks("batched", **section4, n_jobs=4) == 1
+    assert concurrent_blocks("libsvm", **section4, n_jobs=4) == 4
+    monkeypatch.setattr(batched, "physical_memory", lambda: 256 * 2**30)
+    assert concurrent_blocks("batched", **section4, n_jobs=4) == 4
+    assert concurrent_blocks("batched", n_star=300, n_pix=1901, block_size=32, n_folds=5, n_c=2, n_jobs=2) == 2
