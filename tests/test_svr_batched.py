@@ -320,3 +320,16 @@ def test_non_finite_inputs_raise_a_value_error():
         batched.train_pixels(labels, bad_flux, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1)
     good[7, 2] = False                                         # a bad pixel may hold anything
     assert batched.train_pixels(labels, bad_flux, good, folds, grid, EPSILON, min_good_stars=6, n_jobs=1).trained.all()
+
+
+@pytest.mark.parametrize("backend", [libsvm, batched], ids=["libsvm", "batched"])
+def test_a_pixel_whose_good_stars_all_sit_in_one_fold_is_left_untrained(backend):
+    """Such a pixel gives one fold no training star at all (LIBSVM cannot fit zero samples):
+    neither backend trains it, and the other pixels are trained as usual."""
+    labels, flux_std, good = make_set(n_star=60, n_label=3, n_pix=4, seed=2)
+    folds = kfold_indices(60, 3, random_state=0)
+    good[:, 1] = False
+    good[folds[0][1][:12], 1] = True              # 12 good stars, all held out by fold 0
+    result = backend.train_pixels(labels, np.where(good, flux_std, 0.0), good, folds, {"C": [10.0], "gamma": [0.1]},
+                                  EPSILON, min_good_stars=6, n_jobs=1)
+    np.testing.assert_array_equal(result.trained, [True, False, True, True])

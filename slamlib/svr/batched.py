@@ -317,7 +317,7 @@ def train_pixels(
     gammas = sorted({g for _, g in pairs})
     grid_index = {pair: index for index, pair in enumerate(pairs)}
 
-    trained = pixels_to_train(good, min_good_stars, pixels)
+    trained = pixels_to_train(good, min_good_stars, pixels, folds)
     columns = np.flatnonzero(trained)
     if not np.all(np.isfinite(labels_std)):
         raise ValueError("labels_std contains NaN or infinite values; remove those stars (or fill their labels) "

@@ -152,7 +152,8 @@ def train_pixels(
     param_grid : dict with keys "C" and "gamma"
     epsilon : float
     min_good_stars : int
-        Pixels with fewer good stars are not trained (``trained`` False).
+        Pixels with fewer good stars are not trained (``trained`` False), nor pixels with no
+        good star in the training part of some fold.
     n_jobs : int
         joblib workers (-1: all cores).
     pixels : ndarray of int, optional
@@ -167,7 +168,7 @@ def train_pixels(
     """
     n_star, n_pix = flux_std.shape
     pairs = parameter_pairs(param_grid)
-    trained = pixels_to_train(good, min_good_stars, pixels)
+    trained = pixels_to_train(good, min_good_stars, pixels, folds)
     columns = np.flatnonzero(trained)
     blocks = [columns[start:start + PIXEL_BLOCK_SIZE] for start in range(0, columns.size, PIXEL_BLOCK_SIZE)]
     best_c = np.full(n_pix, np.nan)

@@ -16,8 +16,10 @@ def parameter_pairs(param_grid: dict[str, list[float]]) -> list[tuple[float, flo
     return [(float(c), float(gamma)) for c in param_grid["C"] for gamma in param_grid["gamma"]]
 
 
-def pixels_to_train(good: np.ndarray, min_good_stars: int, pixels: np.ndarray | None = None) -> np.ndarray:
-    """Which pixels a backend trains: at least ``min_good_stars`` good stars, and in ``pixels`` if given.
+def pixels_to_train(good: np.ndarray, min_good_stars: int, pixels: np.ndarray | None = None,
+                    folds: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+    """Which pixels a backend trains: at least ``min_good_stars`` good stars, a good star in the
+    training part of every CV fold (else that fold's fit has no data), and in ``pixels`` if given.
 
     Parameters
     ----------
@@ -25,12 +27,17 @@ def pixels_to_train(good: np.ndarray, min_good_stars: int, pixels: np.ndarray | 
     min_good_stars : int
     pixels : ndarray of int, optional
         Restrict training to these pixel columns.
+    folds : list of (train_index, test_index), optional
+        The CV folds; a pixel whose good stars all sit in one fold's held-out part is not
+        trained.
 
     Returns
     -------
     ndarray of bool, shape (n_pix,)
     """
     trained = good.sum(axis=0) >= min_good_stars
+    for train, _ in folds or []:
+        trained &= good[train].any(axis=0)
     if pixels is not None:
         selected = np.zeros(good.shape[1], dtype=bool)
         selected[np.asarray(pixels)] = True
