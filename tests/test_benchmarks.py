@@ -40,6 +40,7 @@ def test_memory_benchmark_projects_the_untouched_arrays(tmp_path):
 
 def test_training_benchmark_compares_predicted_spectra_at_three_label_sets(tmp_path):
     report, stdout = run_script("run.py", "--data", "analytic", "--n-star", "150", "--n-pix", "12", "--reference-pixels", "4",
+                                "--trace-memory",
                                 "--exact-check-pixels", "2", output=tmp_path)
     exactness = report["exactness"]
     assert exactness["n_pixels"] == 4 and 0.0 <= exactness["same_choice_fraction"] <= 1.0
@@ -50,6 +51,7 @@ def test_training_benchmark_compares_predicted_spectra_at_three_label_sets(tmp_p
         assert 0.0 <= numbers["pixels_within_0p1_eps"] <= 1.0
         assert numbers["median_of_pixel_max"] <= numbers["p90_of_pixel_max"] <= numbers["max"]
     assert report["batched_full"]["pixels"] == 12
+    assert report["batched_full"]["traced_peak_bytes"] > 0 and report["batched_full"]["peak_rss_bytes_after"] > 0
     assert "independent stars" in stdout and "speed-up" in stdout
     # The original code's tolerance is timed and compared too, and the bar's verdict is printed.
     assert report["reference_original_tolerance"]["tol"] > report["reference"]["tol"]
