@@ -4,7 +4,7 @@ Trains one SVR per pixel on a 2000-star x 1901-pixel x 3-label set with the pape
 Section 3 grid (epsilon = 0.05, C in {10, 100}, gamma in {0.1, 0.01}, 5-fold CV) with
 
 * the reference backend, :func:`slamlib.svr.libsvm.train_pixels` (scikit-learn / LIBSVM at
-  its stopping tolerance ``libsvm.TOLERANCE`` = 1e-5), timed on a random subset of pixels
+  its stopping tolerance ``libsvm.TOLERANCE`` = 1e-4), timed on a random subset of pixels
   (``--reference-pixels``, one pixel per joblib task so every worker stays busy) and scaled
   per pixel; and again at the original code's tolerance (scikit-learn's default, 1e-3), which
   is faster and gives the conservative speed-up,
