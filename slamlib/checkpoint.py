@@ -54,12 +54,12 @@ from slamlib.svr.result import TrainingResult, parameter_pairs
 
 __all__ = [
     "CHECKPOINT_BLOCK_SIZE",
-    "concurrent_blocks",
     "CHECKPOINT_FORMAT_VERSION",
     "BlockRunner",
     "CheckpointMismatchError",
     "assemble_blocks",
     "clear_checkpoint",
+    "concurrent_blocks",
     "pixel_blocks",
     "train_block",
     "train_pixel_blocks",

@@ -31,7 +31,7 @@ __all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
 PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 
 #: Training engines available to ``SlamModel(backend=...)``: "batched" (the default: all pixels'
-#: duals solved together, 13-15x faster at 2,000 stars, its solutions verified against the exact
+#: duals solved together, 11-13x faster at 2,000 stars, its solutions verified against the exact
 #: KKT conditions) and "libsvm" (one scikit-learn SVR per pixel, the reference). Both keep the CV
 #: fold models (``predict_cv``, ``predict(..., ensemble=True)``).
 BACKENDS = ("batched", "libsvm")

@@ -2,9 +2,10 @@
 
 A model is identified by the data it was trained on (the data set's cache key), the
 model's constructor parameters and the versions of slamlib and of the numerical libraries
-(:func:`slamlib.modelfile.library_versions`), so an upgrade that changes the numbers retrains. The first call trains and saves ``models/<hash>.npz`` (the
-regular model file) and ``models/<hash>.json`` (the parameters and the training time); later
-calls with the same key load the file instead of retraining.
+(:func:`slamlib.modelfile.library_versions`), so an upgrade that changes the numbers retrains.
+The first call trains and saves ``models/<hash>.npz`` (the regular model file) and
+``models/<hash>.json`` (the parameters and the training time); later calls with the same key
+load the file instead of retraining.
 """
 
 from __future__ import annotations

@@ -518,9 +518,11 @@ def solve_batch(K, Z, Y, mask, C, epsilon, *, stages=EXACT_STAGES, polish=True, 
     for p in hand_over:
         stars = np.flatnonzero(mask[p])
         if labels is not None:
-            svr = _SVR(kernel="rbf", gamma=gamma, C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE).fit(labels[stars], Ym[p, stars])
+            svr = _SVR(kernel="rbf", gamma=gamma, C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE)
+            svr.fit(labels[stars], Ym[p, stars])
         else:
-            svr = _SVR(kernel="precomputed", C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE).fit(K[np.ix_(stars, stars)], Ym[p, stars])
+            svr = _SVR(kernel="precomputed", C=C, epsilon=epsilon, tol=LIBSVM_TOLERANCE)
+            svr.fit(K[np.ix_(stars, stars)], Ym[p, stars])
         beta_out[p] = 0.0
         beta_out[p, stars[svr.support_]] = svr.dual_coef_[0]
         b_out[p] = svr.intercept_[0]
