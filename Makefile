@@ -6,21 +6,30 @@ VENV ?= .venv
 PROFILE ?= quick
 BIN := $(VENV)/bin
 
-.PHONY: install test book clean-book benchmark
+.PHONY: install test test-fast book clean-book benchmark
 
-$(VENV)/.installed: pyproject.toml
+# One virtual environment; each target installs the extras it needs (pyproject.toml):
+# test -> [test] (every layer), book -> [book], benchmarks -> [test] (they use the cluster too).
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-%: pyproject.toml $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
+	touch $@
 
-test: install
+install: $(VENV)/.installed-test
+
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-book: install
-	$(BIN)/python -m slamlib.bookbuild --profile $(PROFILE)
+# The tests without the slow ones (under 2 minutes); CI runs them all.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow"
+
+book: $(VENV)/.installed-book
+	$(BIN)/python -m slampaper.bookbuild --profile $(PROFILE)
 
 benchmark: install
 	$(BIN)/python benchmarks/run.py
@@ -44,7 +53,10 @@ clean-book:
 SWEEP ?=
 WORKERS ?= 2
 .PHONY: sweep
-sweep: install
+sweep: $(VENV)/.installed-book
 	@if [ -z "$(SWEEP)" ]; then echo "usage: make sweep SWEEP=name [PROFILE=quick] [WORKERS=2]; declared sweeps:"; \
-		$(BIN)/python -m slamlib.sweeps list; exit 2; fi
-	$(BIN)/python -m slamlib.sweeps run $(SWEEP) --profile $(PROFILE) --workers $(WORKERS)
+		$(BIN)/python -m slampaper.sweeps list; exit 2; fi
+	$(BIN)/python -m slampaper.sweeps run $(SWEEP) --profile $(PROFILE) --workers $(WORKERS)
+
+# The install stamps are real files that make must keep.
+.SECONDARY:

@@ -11,13 +11,13 @@ overfitting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from slamlib.metrics import coefficients_of_dependence
 from slamlib.model import SlamModel
-from slamlib.model_cache import cached_model
 
 __all__ = ["CodResult", "leave_one_label_out"]
 
@@ -54,7 +54,7 @@ def leave_one_label_out(
     model_parameters: dict[str, Any] | None = None,
     statistic: str = "cv_mse",
     full_model: SlamModel | None = None,
-    cache_key: str | None = None,
+    train_model: Callable[[str, Callable[[SlamModel], SlamModel]], SlamModel] | None = None,
 ) -> CodResult:
     """Train SLAM with all labels and without each label; return the CODs.
 
@@ -73,7 +73,7 @@ def leave_one_label_out(
         An already fitted model with all labels on the same data (saves one training).
     cache_key : str, optional
         Identifies the training data; when given, every model is taken from (or put in) the
-        model cache (:func:`slamlib.model_cache.cached_model`), so reruns do not retrain.
+        model cache (:func:`slampaper.model_cache.cached_model`), so reruns do not retrain.
 
     Returns
     -------
@@ -91,9 +91,9 @@ def leave_one_label_out(
     def train(columns: list[int], name: str) -> SlamModel:
         names = [label_names[column] for column in columns]
         fit = lambda fresh: fresh.fit(flux, ivar, labels[:, columns], names)  # noqa: E731
-        if cache_key is None:
+        if train_model is None:
             return fit(SlamModel(**model_parameters))
-        return cached_model(f"{cache_key}/{name}", model_parameters, fit)[0]
+        return train_model(name, fit)
 
     if full_model is None:
         full_model = train(list(range(labels.shape[1])), "all labels")

@@ -23,6 +23,7 @@ from scipy.optimize import least_squares
 
 from slamlib.scaling import Standardizer
 from slamlib.svr.kernel import KernelExpansion
+from slamlib.state import FittedState
 
 __all__ = ["GaussianPrior", "PredictionResult", "pixel_weights", "initial_guess", "fit_labels", "predict_labels"]
 
@@ -316,15 +317,8 @@ def _fit_batched(flux, weights, starts_std, expansion, flux_scaler, prior_std) -
 def predict_labels(
     flux: np.ndarray,
     ivar: np.ndarray,
+    state: FittedState,
     *,
-    expansion: KernelExpansion,
-    flux_scaler: Standardizer,
-    label_scaler: Standardizer,
-    model_variance: np.ndarray,
-    usable: np.ndarray,
-    training_model_flux: np.ndarray,
-    training_labels_std: np.ndarray,
-    label_names: list[str],
     prior: GaussianPrior | None = None,
     n_jobs: int = 1,
     chunk_size: int = 64,
@@ -336,19 +330,10 @@ def predict_labels(
     ----------
     flux, ivar : ndarray, shape (n_spec, n_pix)
         Normalized flux and its inverse variance on the model's wavelength grid.
-    expansion : KernelExpansion
-        The trained per-pixel models (standardized units).
-    flux_scaler, label_scaler : Standardizer
-        The training standardization of flux and labels.
-    model_variance : ndarray, shape (n_pix,)
-        Model variance per pixel in flux units (CV MSE times the flux scale squared).
-    usable : ndarray of bool, shape (n_pix,)
-        Trained pixels.
-    training_model_flux : ndarray, shape (n_train, n_pix)
-        Model spectra at the training labels, for the initial guess.
-    training_labels_std : ndarray, shape (n_train, n_label)
-        The standardized labels of those spectra.
-    label_names : list of str
+    state : FittedState
+        The trained model (or one of its CV sub-models, :meth:`FittedState.sub_model`): its
+        expansion, scalings, model variance, usable pixels and the training stars' model
+        spectra for the initial guess.
     prior : GaussianPrior, optional
     n_jobs : int
         joblib workers over chunks of spectra.
@@ -369,6 +354,7 @@ def predict_labels(
         pixels than labels) gets NaN labels, ``converged`` False and its ``reason``;
         the rest of the batch goes on.
     """
+    expansion, flux_scaler, label_scaler = state.expansion, state.flux_scaler, state.label_scaler
     flux = np.atleast_2d(np.asarray(flux, dtype=float))
     ivar = np.atleast_2d(np.asarray(ivar, dtype=float))
     if flux.shape != ivar.shape or flux.shape[1] != expansion.n_pix:
@@ -376,9 +362,9 @@ def predict_labels(
             f"flux {flux.shape} and ivar {ivar.shape} must both have shape (n_spec, {expansion.n_pix}): "
             "resample the spectra onto the model's wavelength grid first (slamlib.preprocess.prepare)."
         )
-    weights = pixel_weights(flux, ivar, model_variance, usable)
-    start_index = initial_guess(np.nan_to_num(flux), weights, training_model_flux)
-    starts_std = training_labels_std[start_index]
+    weights = pixel_weights(flux, ivar, state.model_variance, state.usable)
+    start_index = initial_guess(np.nan_to_num(flux), weights, state.training_model_flux)
+    starts_std = state.training_labels_std[start_index]
     prior_std = None
     if prior is not None:
         if prior.mean.size != expansion.n_label:
@@ -413,5 +399,5 @@ def predict_labels(
         initial_labels=np.where(np.count_nonzero(weights, axis=1)[:, None] > 0,
                                 label_scaler.inverse_transform(starts_std), np.nan),
         reason=np.array([fit.reason for fit in fits], dtype=object),
-        label_names=list(label_names),
+        label_names=list(state.label_names),
     )

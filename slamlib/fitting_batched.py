@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slamlib.scaling import Standardizer
-from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.kernel import KernelExpansion, rbf_kernel
 
 __all__ = ["BatchFit", "PixelModel", "levenberg_marquardt_batch", "MAX_EVALUATIONS_REASON",
            "SINGULAR_REASON"]
@@ -159,16 +159,10 @@ class PixelModel:
         """
         flux = np.empty((labels_std.shape[0], self.n_pix))
         kernels = []
-        squared_norm = np.sum(labels_std**2, axis=1)[None, :]
+        squared_norm = np.sum(labels_std**2, axis=1)
         for gamma, block, support, support_squared_norm, coefficients in self.groups:
-            # exp(-gamma |x_i - theta|^2), in place (these arrays are large).
-            kernel = support @ labels_std.T
-            kernel *= -2.0
-            kernel += support_squared_norm[:, None]
-            kernel += squared_norm
-            np.maximum(kernel, 0.0, out=kernel)
-            kernel *= -gamma
-            np.exp(kernel, out=kernel)
+            kernel = rbf_kernel(support, labels_std, gamma, squared_norm_a=support_squared_norm,
+                                squared_norm_b=squared_norm)
             kernel_sum = coefficients @ kernel
             flux[:, block] = kernel_sum.T + self.offset[block]
             kernels.append((kernel, kernel_sum))

@@ -1,28 +1,31 @@
-"""``SlamModel``: the Stellar LAbel Machine as a thin stateful class (paper Section 2).
+"""``SlamModel``: the Stellar LAbel Machine as a thin scikit-learn-style estimator (paper Section 2).
 
 The numerics live in :mod:`slamlib.scaling` (standardization), :mod:`slamlib.svr`
-(per-pixel SVR training and the fitted kernel expansion), :mod:`slamlib.fitting`
-(label prediction) and :mod:`slamlib.modelfile` (the model file); this class holds the
-fitted state and checks the caller's input.
+(the training problem, the backends and the fitted kernel expansion), :mod:`slamlib.fitting`
+(label prediction), :mod:`slamlib.state` (the fitted state) and :mod:`slamlib.modelfile` (the
+model file); this class checks the caller's input, builds the training problem, hands it to a
+runner (:mod:`slamlib.runner`: this process by default, a checkpoint or a Dask cluster from
+:mod:`slamlib.pipeline`) and keeps the fitted state.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from slamlib import modelfile
 from slamlib.ensemble import EnsemblePrediction
 from slamlib.fitting import GaussianPrior, PredictionResult
-from slamlib.scaleout import check_scheduler, label_predictor
+from slamlib.runner import LocalRunner, PredictionRunner, TrainingRunner
 from slamlib.scaling import Standardizer
+from slamlib.state import FittedState
 from slamlib.svr import folds as svr_folds
-from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.backend import BACKEND_NAMES, Backend, get_backend
+from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs
 
 __all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
@@ -30,15 +33,11 @@ __all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
 #: The sparse grid of the paper's Section 3 (LASP test).
 PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 
-#: Training engines available to ``SlamModel(backend=...)``: "batched" (the default: all pixels'
-#: duals solved together, 11-13x faster at 2,000 stars, its solutions verified against the exact
-#: KKT conditions) and "libsvm" (one scikit-learn SVR per pixel, the reference). Both keep the CV
-#: fold models (``predict_cv``, ``predict(..., ensemble=True)``).
-BACKENDS = ("batched", "libsvm")
-
-# Attributes written to the model file, with the fitted state they restore.
-_SAVED_ARRAYS = ("flux_mean", "flux_scale", "label_mean", "label_scale", "best_c", "best_gamma", "cv_mse_grid",
-                 "cv_mse", "cv_md", "mse", "md", "trained", "support_labels", "dual_coef", "intercept", "gamma")
+#: Names of the training engines of ``SlamModel(backend=...)`` (:mod:`slamlib.svr.backend`):
+#: "batched" (the default: all pixels' duals solved together, 11-13x faster at 2,000 stars, its
+#: solutions verified against the exact KKT conditions) and "libsvm" (one scikit-learn SVR per
+#: pixel, the reference). Both keep the CV fold models.
+BACKENDS = BACKEND_NAMES
 
 
 def _validate_grid(param_grid: dict[str, Any]) -> dict[str, list[float]]:
@@ -55,14 +54,18 @@ def _validate_grid(param_grid: dict[str, Any]) -> dict[str, list[float]]:
     return grid
 
 
-class SlamModel:
+class SlamModel(BaseEstimator):
     """The Stellar LAbel Machine: per-pixel SVR emulator of normalized flux from labels.
+
+    A scikit-learn estimator: the constructor only stores its parameters (they are checked by
+    :meth:`fit`), ``get_params`` / ``set_params`` and :func:`sklearn.base.clone` work, and
+    everything learned ends in ``_``.
 
     Parameters
     ----------
     param_grid : dict, optional
         ``{"C": [...], "gamma": [...]}``, the hyperparameter grid searched by CV for every
-        pixel. Default: the paper's Section 3 grid, C in {10, 100}, gamma in {0.1, 0.01}.
+        pixel. Default (None): the paper's Section 3 grid, C in {10, 100}, gamma in {0.1, 0.01}.
     epsilon : float
         Half-width of the SVR tube in standardized flux units (paper: 0.05).
     cv : int
@@ -71,15 +74,17 @@ class SlamModel:
         joblib workers for training and prediction (-1: all cores).
     random_state : int
         Seed of the CV folds (the same folds for every pixel).
-    backend : {"batched", "libsvm"}
-        Training engine (see :data:`BACKENDS`): "batched" (default) solves the SVRs of many
-        pixels together; "libsvm" fits one scikit-learn SVR per pixel, the reference. Their
-        models agree within 0.1 epsilon at stars' labels (README, Performance). "batched"
+    backend : {"batched", "libsvm"} or Backend
+        Training engine (:mod:`slamlib.svr.backend`): "batched" (default) solves the SVRs of
+        many pixels together; "libsvm" fits one scikit-learn SVR per pixel, the reference.
+        Their models agree within 0.1 epsilon at stars' labels (docs/performance.md). "batched"
         refuses, before it starts, a training set whose kernel and working arrays would not
         fit in this machine's memory; "libsvm" needs far less.
 
     Attributes
     ----------
+    state_ : FittedState
+        Everything :meth:`predict` uses (:mod:`slamlib.state`).
     best_params_ : list of dict
         Per pixel, ``{"C": ..., "gamma": ...}`` with the lowest CV MSE (NaN if untrained).
     cv_mse_, cv_md_ : ndarray, shape (n_pix,)
@@ -93,6 +98,8 @@ class SlamModel:
     label_names_ : list of str
     wave_ : ndarray or None
         Wavelength grid, if given to :meth:`fit`.
+    training_seconds_ : float
+        Wall time of the last :meth:`fit`.
     """
 
     def __init__(
@@ -102,27 +109,34 @@ class SlamModel:
         cv: int = 5,
         n_jobs: int = -1,
         random_state: int = 0,
-        backend: str = "batched",
+        backend: "str | Backend" = "batched",
     ) -> None:
-        self.param_grid = _validate_grid(PAPER_SECTION3_GRID if param_grid is None else param_grid)
-        if not (np.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"epsilon must be a non-negative number, got {epsilon!r}.")
-        if not isinstance(cv, (int, np.integer)) or cv < 2:
-            raise ValueError(f"cv must be an integer of at least 2 folds, got {cv!r}.")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-        self.epsilon = float(epsilon)
-        self.cv = int(cv)
-        self.n_jobs = int(n_jobs)
-        self.random_state = int(random_state)
+        self.param_grid = param_grid
+        self.epsilon = epsilon
+        self.cv = cv
+        self.n_jobs = n_jobs
+        self.random_state = random_state
         self.backend = backend
 
-    def __repr__(self) -> str:
-        return (f"SlamModel(param_grid={self.param_grid}, epsilon={self.epsilon}, cv={self.cv}, "
-                f"n_jobs={self.n_jobs}, random_state={self.random_state}, backend={self.backend!r})")
+    # ------------------------------------------------------------------ parameters
+    def _checked_parameters(self) -> tuple[dict[str, list[float]], float, int, Backend]:
+        """The parameters, validated: (grid, epsilon, folds, backend)."""
+        grid = _validate_grid(PAPER_SECTION3_GRID if self.param_grid is None else self.param_grid)
+        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float, np.number)) \
+                or not (np.isfinite(self.epsilon) and self.epsilon >= 0):
+            raise ValueError(f"epsilon must be a non-negative number, got {self.epsilon!r}.")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
+            raise ValueError(f"cv must be an integer of at least 2 folds, got {self.cv!r}.")
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs == 0 \
+                or self.n_jobs < -1:
+            raise ValueError(f"n_jobs must be a positive number of workers or -1 (all cores), got {self.n_jobs!r}.")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(f"random_state must be an integer seed, got {self.random_state!r}.")
+        return grid, float(self.epsilon), int(self.cv), get_backend(self.backend)
 
     # ------------------------------------------------------------------ training
-    def _check_training_input(self, flux, ivar, labels, label_names):
+    @staticmethod
+    def _check_training_input(flux, ivar, labels, label_names):
         flux = np.asarray(flux, dtype=float)
         ivar = np.asarray(ivar, dtype=float)
         labels = np.asarray(labels, dtype=float)
@@ -157,8 +171,7 @@ class SlamModel:
         label_names: list[str] | None = None,
         *,
         wave: np.ndarray | None = None,
-        checkpoint_dir: str | Path | None = None,
-        scheduler: "str | distributed.Client | None" = None,
+        runner: TrainingRunner | None = None,
     ) -> "SlamModel":
         """Train one SVR per pixel, choosing (C, gamma) by k-fold cross-validation.
 
@@ -174,118 +187,107 @@ class SlamModel:
         label_names : list of str, optional
         wave : ndarray, shape (n_pix,), optional
             The wavelength grid, stored with the model.
-        checkpoint_dir : str or Path, optional
-            Train block by block and write each finished block of pixels to this directory
-            (:mod:`slamlib.checkpoint`). Fitting again with the same directory resumes an
-            interrupted training and gives the same model as an uninterrupted run. A directory
-            holding the checkpoint of different data or parameters raises
-            :class:`slamlib.checkpoint.CheckpointMismatchError` instead of being reused.
-        scheduler : str or distributed.Client, optional
-            Train on a Dask cluster: the address of its scheduler (e.g. ``"tcp://127.0.0.1:8786"``)
-            or a connected ``distributed.Client``; one task per block of pixels
-            (:mod:`slamlib.scaleout`). With ``checkpoint_dir`` every finished block is also
-            written there. None (default): train on this machine with ``n_jobs`` workers.
+        runner : TrainingRunner, optional
+            Where the training runs (:mod:`slamlib.runner`). Default: this process with
+            ``n_jobs`` workers. :class:`slamlib.pipeline.checkpoint.ResumableTraining` trains
+            block by block and writes every finished block to a checkpoint directory, so an
+            interrupted fit resumes; :class:`slamlib.pipeline.scaleout.DaskRunner` trains on a
+            Dask cluster. Every runner gives the same model bit for bit.
 
         Returns
         -------
         SlamModel
             ``self``, fitted.
         """
+        param_grid, epsilon, n_folds, backend = self._checked_parameters()
         flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names)
-        check_scheduler(scheduler)
         if wave is not None and np.shape(wave) != (flux.shape[1],):
             raise ValueError(f"wave has shape {np.shape(wave)}, expected ({flux.shape[1]},).")
-        folds = svr_folds.kfold_indices(flux.shape[0], self.cv, self.random_state)
+        runner = LocalRunner() if runner is None else runner
+        if not isinstance(runner, TrainingRunner):
+            raise ValueError(f"runner must have a train(problem, backend, n_jobs=...) method, got {runner!r}.")
+        folds = svr_folds.kfold_indices(flux.shape[0], n_folds, int(self.random_state))
         flux_scaler = Standardizer.fit(flux, good=good)
         label_scaler = Standardizer.fit(labels)
         flux_std = np.where(good, flux_scaler.transform(np.where(good, flux, 0.0)), 0.0)
-        labels_std = label_scaler.transform(labels)
-        from slamlib.svr import batched, libsvm
-
-        train_pixels = {"libsvm": libsvm.train_pixels, "batched": batched.train_pixels}[self.backend]
+        problem = TrainingProblem(label_scaler.transform(labels), flux_std, good, folds, param_grid, epsilon,
+                                  min_good_stars=2 * n_folds)
         start = time.perf_counter()
-        if scheduler is not None:
-            from slamlib.scaleout import train_pixels_on_cluster
-
-            result = train_pixels_on_cluster(
-                train_pixels, labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
-                min_good_stars=2 * self.cv, scheduler=scheduler, checkpoint_dir=checkpoint_dir, backend=self.backend,
-            )
-        elif checkpoint_dir is None:
-            result = train_pixels(
-                labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
-                min_good_stars=2 * self.cv, n_jobs=self.n_jobs,
-            )
-        else:
-            from slamlib.checkpoint import train_pixels_resumable
-
-            result = train_pixels_resumable(
-                train_pixels, labels_std, flux_std, good, folds, self.param_grid, self.epsilon,
-                min_good_stars=2 * self.cv, n_jobs=self.n_jobs, checkpoint_dir=checkpoint_dir,
-                backend=self.backend,
-            )
-        self._set_fitted(result, flux_scaler, label_scaler, label_names, None if wave is None else np.asarray(wave, float))
+        result = runner.train(problem, backend, n_jobs=int(self.n_jobs))
+        self.state_ = FittedState(result, flux_scaler, label_scaler, tuple(label_names),
+                                  None if wave is None else np.asarray(wave, dtype=float))
         self.training_seconds_ = time.perf_counter() - start
         return self
 
-    def _set_fitted(self, result: TrainingResult, flux_scaler, label_scaler, label_names, wave) -> None:
-        self.training_ = result
-        self.flux_scaler_ = flux_scaler
-        self.label_scaler_ = label_scaler
-        self.label_names_ = list(label_names)
-        self.wave_ = wave
-        self.__dict__.pop("training_model_flux_", None)
-
-    def _require_fitted(self) -> TrainingResult:
-        if not hasattr(self, "training_"):
+    def _require_fitted(self) -> FittedState:
+        if not hasattr(self, "state_"):
             raise ValueError("this SlamModel is not fitted yet; call fit() or SlamModel.load() first.")
-        return self.training_
+        return self.state_
 
     # ---------------------------------------------------------- fitted attributes
     @property
+    def training_(self) -> TrainingResult:
+        """The per-pixel training result (``state_.training``)."""
+        return self._require_fitted().training
+
+    @property
+    def flux_scaler_(self) -> Standardizer:
+        return self._require_fitted().flux_scaler
+
+    @property
+    def label_scaler_(self) -> Standardizer:
+        return self._require_fitted().label_scaler
+
+    @property
+    def label_names_(self) -> list[str]:
+        return list(self._require_fitted().label_names)
+
+    @property
+    def wave_(self) -> np.ndarray | None:
+        return self._require_fitted().wave
+
+    @property
     def best_params_(self) -> list[dict[str, float]]:
-        result = self._require_fitted()
+        result = self.training_
         return [{"C": float(c), "gamma": float(g)} for c, g in zip(result.best_c, result.best_gamma)]
 
     @property
     def cv_mse_(self) -> np.ndarray:
-        return self._require_fitted().cv_mse
+        return self.training_.cv_mse
 
     @property
     def cv_md_(self) -> np.ndarray:
-        return self._require_fitted().cv_md
+        return self.training_.cv_md
 
     @property
     def mse_(self) -> np.ndarray:
-        return self._require_fitted().mse
+        return self.training_.mse
 
     @property
     def md_(self) -> np.ndarray:
-        return self._require_fitted().md
+        return self.training_.md
 
     @property
     def cv_mse_grid_(self) -> np.ndarray:
-        return self._require_fitted().cv_mse_grid
+        return self.training_.cv_mse_grid
 
     @property
     def trained_(self) -> np.ndarray:
-        return self._require_fitted().trained
+        return self.training_.trained
 
     @property
     def n_pix_(self) -> int:
-        return self._require_fitted().expansion.n_pix
+        return self._require_fitted().n_pix
 
     @property
     def model_variance_(self) -> np.ndarray:
         """Model variance per pixel in normalized-flux units: CV MSE times the flux scale squared."""
-        result = self._require_fitted()
-        return np.where(result.trained, result.cv_mse, np.inf) * self.flux_scaler_.scale**2
+        return self._require_fitted().model_variance
 
-    @cached_property
+    @property
     def training_model_flux_(self) -> np.ndarray:
         """Model spectra at the training labels, shape (n_train, n_pix); used for the initial guess."""
-        expansion = self._require_fitted().expansion
-        return self.flux_scaler_.inverse_transform(expansion.evaluate(expansion.support_labels))
+        return self._require_fitted().training_model_flux
 
     # ---------------------------------------------------------------- prediction
     def predict_spectrum(self, labels: np.ndarray) -> np.ndarray:
@@ -299,14 +301,21 @@ class SlamModel:
         -------
         ndarray, shape (n_pix,) or (n_spec, n_pix)
         """
-        result = self._require_fitted()
+        state = self._require_fitted()
         labels = np.asarray(labels, dtype=float)
         single = labels.ndim == 1
         labels = np.atleast_2d(labels)
-        if labels.shape[1] != result.expansion.n_label:
-            raise ValueError(f"labels have {labels.shape[1]} columns, the model {result.expansion.n_label} labels.")
-        flux = self.flux_scaler_.inverse_transform(result.expansion.evaluate(self.label_scaler_.transform(labels)))
+        if labels.shape[1] != state.n_label:
+            raise ValueError(f"labels have {labels.shape[1]} columns, the model {state.n_label} labels.")
+        flux = state.model_flux(labels)
         return flux[0] if single else flux
+
+    @staticmethod
+    def _prediction_runner(runner: PredictionRunner | None) -> PredictionRunner:
+        runner = LocalRunner() if runner is None else runner
+        if not isinstance(runner, PredictionRunner):
+            raise ValueError(f"runner must have a predict_labels(flux, ivar, state, ...) method, got {runner!r}.")
+        return runner
 
     def predict(
         self,
@@ -316,7 +325,7 @@ class SlamModel:
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
         method: str = "batched",
-        scheduler: "str | distributed.Client | None" = None,
+        runner: PredictionRunner | None = None,
         ensemble: bool = False,
     ) -> "PredictionResult | EnsemblePrediction":
         """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
@@ -332,14 +341,13 @@ class SlamModel:
         method : {"batched", "reference"}
             "batched" (default): MINPACK's Levenberg-Marquardt run step for step on many spectra
             at once, all kernel work as matrix products (9-15x faster than the reference on 2
-            cores, labels equal to it within 1e-8 of the formal errors; see the README);
+            cores, labels equal to it within 1e-8 of the formal errors; docs/performance.md);
             "reference": ``scipy.optimize.least_squares(method="lm")`` per spectrum, in
             parallel over chunks.
-        scheduler : str or distributed.Client, optional
-            Fit on a Dask cluster: the address of its scheduler (e.g. ``"tcp://127.0.0.1:8786"``)
-            or a connected ``distributed.Client``; one task per chunk of 256 spectra
-            (:mod:`slamlib.scaleout`), the same labels as locally (bit for bit with the reference
-            method). None (default): fit on this machine.
+        runner : PredictionRunner, optional
+            Where the fits run (:mod:`slamlib.runner`): this process by default, or a Dask
+            cluster (:class:`slamlib.pipeline.scaleout.DaskRunner`; the same labels, bit for
+            bit with the reference method).
         ensemble : bool
             Also fit every spectrum with each of the k CV sub-models (each trained without one
             fold of the training stars) and return an :class:`slamlib.ensemble.EnsemblePrediction`
@@ -354,25 +362,16 @@ class SlamModel:
             ``reason``; spectra that cannot be fitted are flagged, not raised. With
             ``ensemble=True`` an :class:`~slamlib.ensemble.EnsemblePrediction` wrapping it.
         """
-        result = self._require_fitted()
-        predict = label_predictor(scheduler)
-        n_jobs = self.n_jobs if n_jobs is None else n_jobs
-        common = dict(flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_, model_variance=self.model_variance_,
-                      usable=result.trained, label_names=self.label_names_, prior=prior, n_jobs=n_jobs, method=method)
-        prediction = predict(flux, ivar, expansion=result.expansion, training_model_flux=self.training_model_flux_,
-                             training_labels_std=result.expansion.support_labels, **common)
+        state = self._require_fitted()
+        runner = self._prediction_runner(runner)
+        options = {"prior": prior, "n_jobs": self.n_jobs if n_jobs is None else n_jobs, "method": method}
+        prediction = runner.predict_labels(flux, ivar, state, **options)
         if not ensemble:
             return prediction
-        if result.fold_expansions is None:
+        if state.n_folds == 0:
             raise ValueError("ensemble=True needs the CV sub-models, which this model does not hold (saved with "
                              "include_cv_models=False); retrain it or load a file saved with them.")
-        members = []
-        for fold_number, fold_expansion in enumerate(result.fold_expansions):
-            fit_labels_std = result.expansion.support_labels[result.fold_of_star != fold_number]
-            members.append(predict(
-                flux, ivar, expansion=fold_expansion,
-                training_model_flux=self.flux_scaler_.inverse_transform(fold_expansion.evaluate(fit_labels_std)),
-                training_labels_std=fit_labels_std, **common))
+        members = [runner.predict_labels(flux, ivar, state.sub_model(fold), **options) for fold in range(state.n_folds)]
         return EnsemblePrediction.from_members(prediction, members)
 
     def predict_cv(
@@ -382,7 +381,7 @@ class SlamModel:
         *,
         prior: GaussianPrior | None = None,
         n_jobs: int | None = None,
-        scheduler: "str | distributed.Client | None" = None,
+        runner: PredictionRunner | None = None,
     ) -> PredictionResult:
         """Cross-validated labels of the training spectra.
 
@@ -397,45 +396,40 @@ class SlamModel:
             The training spectra, in the order given to :meth:`fit`.
         prior : GaussianPrior, optional
         n_jobs : int, optional
-        scheduler : str or distributed.Client, optional
-            Fit on a Dask cluster, as in :meth:`predict` (pass a Client rather than an address
-            to connect once for all folds).
+        runner : PredictionRunner, optional
+            Where the fits run, as in :meth:`predict`.
 
         Returns
         -------
         PredictionResult
             One row per training star.
         """
-        result = self._require_fitted()
-        predict = label_predictor(scheduler)
-        if result.fold_expansions is None:
+        state = self._require_fitted()
+        runner = self._prediction_runner(runner)
+        if state.n_folds == 0:
             raise ValueError("this model holds no CV fold models (saved without them); retrain it to get CV labels.")
-        n_train = result.expansion.support_labels.shape[0]
+        fold_of_star = state.training.fold_of_star
+        n_train = fold_of_star.size
         flux = np.asarray(flux, dtype=float)
         ivar = np.asarray(ivar, dtype=float)
         if flux.shape[0] != n_train or ivar.shape != flux.shape:
             raise ValueError(f"predict_cv needs the {n_train} training spectra in fit order, got flux {flux.shape}, ivar {ivar.shape}.")
         parts, positions = [], []
-        for fold_number, fold_expansion in enumerate(result.fold_expansions):
-            held_out = np.flatnonzero(result.fold_of_star == fold_number)
-            fit_stars = np.flatnonzero(result.fold_of_star != fold_number)
-            fit_labels_std = result.expansion.support_labels[fit_stars]
-            parts.append(predict(
-                flux[held_out], ivar[held_out],
-                expansion=fold_expansion, flux_scaler=self.flux_scaler_, label_scaler=self.label_scaler_,
-                model_variance=self.model_variance_, usable=result.trained,
-                training_model_flux=self.flux_scaler_.inverse_transform(fold_expansion.evaluate(fit_labels_std)),
-                training_labels_std=fit_labels_std, label_names=self.label_names_, prior=prior,
-                n_jobs=self.n_jobs if n_jobs is None else n_jobs,
-            ))
+        for fold in range(state.n_folds):
+            held_out = np.flatnonzero(fold_of_star == fold)
+            parts.append(runner.predict_labels(flux[held_out], ivar[held_out], state.sub_model(fold), prior=prior,
+                                               n_jobs=self.n_jobs if n_jobs is None else n_jobs))
             positions.append(held_out)
         return PredictionResult.combine(parts, positions, n_train)
 
     # -------------------------------------------------------------- persistence
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters."""
-        return {"param_grid": self.param_grid, "epsilon": self.epsilon, "cv": self.cv, "n_jobs": self.n_jobs,
-                "random_state": self.random_state, "backend": self.backend}
+    def _file_parameters(self) -> dict[str, Any]:
+        """The constructor parameters as JSON values (the backend by its name)."""
+        params = self.get_params(deep=False)
+        params["backend"] = get_backend(params["backend"]).name
+        params["param_grid"] = _validate_grid(PAPER_SECTION3_GRID if params["param_grid"] is None
+                                              else params["param_grid"])
+        return params
 
     def save(self, path: str | Path, *, include_cv_models: bool = True) -> Path:
         """Write the fitted model as a versioned, checksummed, non-pickle ``.npz`` file.
@@ -449,49 +443,23 @@ class SlamModel:
 
         See :mod:`slamlib.modelfile` for the format.
         """
-        result = self._require_fitted()
-        expansion = result.expansion
-        arrays = {
-            "flux_mean": self.flux_scaler_.mean, "flux_scale": self.flux_scaler_.scale,
-            "label_mean": self.label_scaler_.mean, "label_scale": self.label_scaler_.scale,
-            "best_c": result.best_c, "best_gamma": result.best_gamma, "cv_mse_grid": result.cv_mse_grid,
-            "cv_mse": result.cv_mse, "cv_md": result.cv_md, "mse": result.mse, "md": result.md,
-            "trained": result.trained, "support_labels": expansion.support_labels,
-            "dual_coef": expansion.dual_coef, "intercept": expansion.intercept, "gamma": expansion.gamma,
-        }
-        if self.wave_ is not None:
-            arrays["wave"] = self.wave_
-        if include_cv_models and result.fold_expansions is not None:
-            arrays["fold_dual_coef"] = np.stack([fold.dual_coef for fold in result.fold_expansions])
-            arrays["fold_intercept"] = np.stack([fold.intercept for fold in result.fold_expansions])
-            arrays["fold_of_star"] = result.fold_of_star
-        metadata = {"params": self.get_params(), "label_names": self.label_names_,
-                    "grid_pairs": parameter_pairs(self.param_grid), "n_train": int(expansion.support_labels.shape[0])}
+        state = self._require_fitted()
+        arrays, state_metadata = state.to_arrays(include_cv_models=include_cv_models)
+        params = self._file_parameters()
+        metadata = {"params": params, **state_metadata, "grid_pairs": parameter_pairs(params["param_grid"]),
+                    "n_train": int(state.expansion.support_labels.shape[0])}
         return modelfile.save_arrays(path, arrays, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> "SlamModel":
         """Read a model written by :meth:`save` (never executes code from the file)."""
         arrays, header = modelfile.load_arrays(path)
-        missing = [name for name in _SAVED_ARRAYS if name not in arrays]
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {missing}; it is not a complete SlamModel file.")
-        params = header["metadata"]["params"]
-        model = cls(**params)
-        expansion = KernelExpansion(arrays["support_labels"], arrays["dual_coef"], arrays["intercept"], arrays["gamma"])
-        result = TrainingResult(
-            best_c=arrays["best_c"], best_gamma=arrays["best_gamma"], cv_mse_grid=arrays["cv_mse_grid"],
-            cv_mse=arrays["cv_mse"], cv_md=arrays["cv_md"], mse=arrays["mse"], md=arrays["md"],
-            trained=arrays["trained"].astype(bool), expansion=expansion,
-        )
-        if "fold_dual_coef" in arrays:
-            fold_expansions = [KernelExpansion(arrays["support_labels"], coefficients, intercept, arrays["gamma"])
-                               for coefficients, intercept in zip(arrays["fold_dual_coef"], arrays["fold_intercept"])]
-            result = dataclasses.replace(result, fold_expansions=fold_expansions, fold_of_star=arrays["fold_of_star"])
-        model._set_fitted(
-            result, Standardizer(arrays["flux_mean"], arrays["flux_scale"]),
-            Standardizer(arrays["label_mean"], arrays["label_scale"]),
-            header["metadata"]["label_names"], arrays.get("wave"),
-        )
+        metadata = header["metadata"]
+        try:
+            state = FittedState.from_arrays(arrays, metadata)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        model = cls(**metadata["params"])
+        model.state_ = state
         model.file_header_ = header
         return model

@@ -8,21 +8,20 @@ Layout (format version 1):
   (``"slamlib-model"``), ``format_version``, ``sha256`` (over every array's name, dtype,
   shape and bytes, in sorted name order), the library versions and the caller's metadata.
 
-Files are written to a temporary name and renamed, so an interrupted save never leaves a
+Files are written to a temporary name and renamed (:func:`slamlib.files.atomic_write`), so an interrupted save never leaves a
 half-written model behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from slamlib.files import array_checksum, atomic_write
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_arrays", "load_arrays", "array_checksum", "library_versions"]
 
@@ -40,16 +39,6 @@ def library_versions() -> dict[str, str]:
 
     return {"slamlib": slamlib.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__}
-
-
-def array_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the names, dtypes, shapes and contents of ``arrays`` (sorted by name)."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
@@ -80,16 +69,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[
         "library_versions": library_versions(),
         "metadata": metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez_compressed(handle, **arrays, **{_METADATA_KEY: np.array(json.dumps(header, sort_keys=True))})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    metadata_member = {_METADATA_KEY: np.array(json.dumps(header, sort_keys=True))}
+    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays, **metadata_member))
 
 
 def load_arrays(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

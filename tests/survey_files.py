@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from slamlib.catalog_input import write_arrays_file
+from slamlib.pipeline.catalog_input import write_arrays_file
 from synthetic_data import LABEL_NAMES, make_data
 
 WAVE_START = 4000.0
@@ -34,6 +34,6 @@ def write_survey(directory: Path, *, n_star: int = 40, n_pix: int = 30, seed: in
 
 
 def run_slam(*arguments: str | Path, check: bool = True, **options) -> subprocess.CompletedProcess:
-    """Run ``python -m slamlib.cli`` in a subprocess (the installed ``slam`` command does the same)."""
-    command = [sys.executable, "-m", "slamlib.cli", *map(str, arguments)]
+    """Run ``python -m slamlib.pipeline.cli`` in a subprocess (the installed ``slam`` command does the same)."""
+    command = [sys.executable, "-m", "slamlib.pipeline.cli", *map(str, arguments)]
     return subprocess.run(command, capture_output=True, text=True, check=check, **options)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -29,6 +28,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
+from slamlib.files import atomic_write
 from slamlib.data.fetch import DownloadError, default_cache_dir, fetch_file
 
 __all__ = [
@@ -136,12 +136,7 @@ def _cache_key(**query: object) -> str:
 
 
 def _write_table_atomically(table: Table, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    try:
-        table.write(partial, format="fits", overwrite=True)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    atomic_write(path, lambda temporary: table.write(temporary, format="fits", overwrite=True), to_path=True)
 
 
 def _query_vizier(catalog: str, columns: list[str], constraints: Mapping[str, str],

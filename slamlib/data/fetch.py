@@ -118,10 +118,10 @@ def redact_url(url: str) -> str:
 def default_cache_dir() -> Path:
     """Where downloads go when no ``cache_dir`` is given: ``<project cache>/downloads``.
 
-    The project cache is :func:`slamlib.cache.cache_dir` (``$SLAMLIB_CACHE`` if set, else the
+    The project cache is :func:`slamlib.pipeline.cache.cache_dir` (``$SLAMLIB_CACHE`` if set, else the
     repository's ``data/cache``), so generated and downloaded data share one place.
     """
-    from slamlib.cache import cache_dir
+    from slamlib.pipeline.cache import cache_dir
 
     return cache_dir() / "downloads"
 

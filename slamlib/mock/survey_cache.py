@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from slamlib.cache import cached_arrays
+from slamlib.pipeline.cache import cached_arrays
 from slamlib.io import SpectrumBatch
 from slamlib.mock.samples import apogee_common_sample, lasp_test_sample
 from slamlib.mock.synthesis import synthesize
@@ -52,7 +52,7 @@ def survey(
     seed : int
         Seed of the labels and of the spectra.
     use_cache : bool
-        Read and write ``data/cache`` (see :mod:`slamlib.cache`); False always recomputes.
+        Read and write ``data/cache`` (see :mod:`slamlib.pipeline.cache`); False always recomputes.
 
     Returns
     -------

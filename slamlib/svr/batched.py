@@ -53,20 +53,21 @@ folds); see the README for the figure.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from slamlib.svr.backend import physical_memory, worker_count
 from slamlib.svr.batched_solver import _WIDE_SYSTEM, EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
 from slamlib.svr.folds import fold_assignment
-from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.kernel import KernelExpansion, rbf_kernel
 from slamlib.svr.libsvm import fit_and_predict
+from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
-__all__ = ["train_pixels", "kernel_matrix", "memory_estimate", "default_chunk_size", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL",
-           "MAX_FACTOR_RANK", "PIXEL_GROUP", "physical_memory"]
+__all__ = ["train_pixels", "memory_estimate", "default_chunk_size", "CV_STAGES", "REFIT_STAGES", "FACTOR_TOL",
+           "MAX_FACTOR_RANK", "PIXEL_GROUP", "BatchedBackend"]
 
 #: Continuation stages of the CV fits (KKT violation <= the last mu).
 CV_STAGES = (Stage(0.01, 100), Stage(3e-3, 100), Stage(1e-3, 100))
@@ -86,35 +87,14 @@ MAX_FACTOR_RANK = 3000
 CHUNK_MEMORY = 256 * 2**20
 #: Pixels are solved in groups of consecutive pixel indices, [k * chunk_size, (k + 1) * chunk_size),
 #: with ``chunk_size`` a power of two up to ``PIXEL_GROUP`` (the default checkpoint and cluster
-#: block, :data:`slamlib.checkpoint.CHECKPOINT_BLOCK_SIZE`, is a multiple of it). A pixel's result
+#: block, :data:`slamlib.pipeline.checkpoint.CHECKPOINT_BLOCK_SIZE`, is a multiple of it). A pixel's result
 #: depends at the rounding level on the pixels solved with it; with this grouping it is the same
 #: bit for bit in one call, in checkpoint blocks, on a cluster and with any ``n_jobs``.
 PIXEL_GROUP = 32
+#: Rows of the training kernel built per step (bounds the temporaries of n_star x n_star kernels).
+KERNEL_BLOCK_ROWS = 1024
 #: Arrays of shape (chunk, n_star) float64 alive at once inside the solver (upper estimate).
 _ARRAYS_PER_PROBLEM = 24
-
-
-def kernel_matrix(labels: np.ndarray, gamma: float, *, block: int = 1024) -> np.ndarray:
-    """RBF kernel exp(-gamma |x_i - x_j|^2) of the labels with themselves, built in row blocks.
-
-    Same values as :func:`slamlib.svr.kernel.rbf_kernel` (same formula), but without
-    n_star x n_star temporaries: peak memory is the result plus one block.
-    """
-    labels = np.asarray(labels, dtype=float)
-    n = labels.shape[0]
-    squared = np.sum(labels**2, axis=1)
-    K = np.empty((n, n))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        rows = K[start:stop]
-        np.matmul(labels[start:stop], labels.T, out=rows)
-        rows *= -2.0
-        rows += squared[start:stop, None]
-        rows += squared[None, :]
-        np.maximum(rows, 0.0, out=rows)
-        rows *= -gamma
-        np.exp(rows, out=rows)
-    return K
 
 
 def default_chunk_size(n_star: int, n_folds: int, n_c: int) -> int:
@@ -158,14 +138,6 @@ def memory_estimate(n_star: int, n_pix: int, n_folds: int, n_c: int, *, n_worker
     zone_width = min(n_star, max(_WIDE_SYSTEM, rank))
     systems = 8 * n_workers * 2 * zone_width**2
     return kernel + factor + results + inputs + working + systems
-
-
-def physical_memory() -> int:
-    """Bytes of physical memory of this machine (0 where the system does not say)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def _chunks(columns: np.ndarray, chunk_size: int) -> list[np.ndarray]:
@@ -324,7 +296,7 @@ def train_pixels(
                          "before training.")
     if not np.all(np.isfinite(flux_std[good])):
         raise ValueError("flux_std is not finite at some good pixels; mark them bad (good=False) before training.")
-    n_workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
+    n_workers = worker_count(n_jobs)
     if chunk_size is None:
         chunk_size = default_chunk_size(n_star, len(folds), len(c_values))
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -376,7 +348,7 @@ def train_pixels(
         if columns.size == 0:
             break
         grid_columns = [grid_index.get((c, gamma), -1) for c in c_values]
-        K = kernel_matrix(labels_std, gamma)
+        K = rbf_kernel(labels_std, labels_std, gamma, block_rows=KERNEL_BLOCK_ROWS)
         Z = pivoted_cholesky(K, FACTOR_TOL, max_rank=rank_limit)
         factor_rank[gamma] = Z.shape[1]
         if rank_limit is not None and Z.shape[1] >= rank_limit:
@@ -425,7 +397,7 @@ def train_pixels(
         if gamma in libsvm_gammas:
             K = Z = None
         else:
-            K = kernel_matrix(labels_std, gamma)
+            K = rbf_kernel(labels_std, labels_std, gamma, block_rows=KERNEL_BLOCK_ROWS)
             Z = pivoted_cholesky(K, FACTOR_TOL, max_rank=rank_limit)
 
         def refit_libsvm(chunk, gamma=gamma):
@@ -497,3 +469,34 @@ def train_pixels(
     return TrainingResult(best_c, best_gamma, cv_mse_grid, cv_mse=cv_mse, cv_md=cv_md, mse=mse, md=md,
                           trained=trained, expansion=expansion, fold_expansions=fold_expansions,
                           fold_of_star=assignment)
+
+
+class BatchedBackend:
+    """The batched engine as a :class:`~slamlib.svr.backend.Backend` (``backend="batched"``).
+
+    Parameters
+    ----------
+    chunk_size : int, optional
+        Pixels solved together by one worker (see :func:`train_pixels`).
+    """
+
+    name = "batched"
+
+    def __init__(self, chunk_size: int | None = None) -> None:
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"BatchedBackend(chunk_size={self.chunk_size!r})"
+
+    def train(self, problem: TrainingProblem, *, n_jobs: int = -1, stats: dict | None = None) -> TrainingResult:
+        """:func:`train_pixels` on ``problem`` (``stats`` receives the solver's counts)."""
+        return train_pixels(problem.labels_std, problem.flux_std, problem.good, problem.folds, problem.param_grid,
+                            problem.epsilon, min_good_stars=problem.min_good_stars, n_jobs=n_jobs,
+                            chunk_size=self.chunk_size, stats=stats)
+
+    def memory_estimate(self, problem: TrainingProblem, *, n_workers: int = 1) -> int:
+        """:func:`memory_estimate` for ``problem``: one kernel and factor, the results, the chunks."""
+        n_c = len(problem.c_values)
+        chunk_size = self.chunk_size or default_chunk_size(problem.n_star, problem.n_folds, n_c)
+        return memory_estimate(problem.n_star, problem.n_pix, problem.n_folds, n_c, n_workers=n_workers,
+                               chunk_size=min(chunk_size, max(problem.n_pix, 1)))

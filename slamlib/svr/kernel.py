@@ -20,14 +20,58 @@ import numpy as np
 __all__ = ["KernelExpansion", "rbf_kernel"]
 
 
-def rbf_kernel(labels_a: np.ndarray, labels_b: np.ndarray, gamma: float) -> np.ndarray:
-    """RBF kernel matrix ``exp(-gamma |a - b|^2)``, shape (n_a, n_b)."""
-    squared_distance = (
-        np.sum(labels_a**2, axis=1)[:, None]
-        + np.sum(labels_b**2, axis=1)[None, :]
-        - 2.0 * labels_a @ labels_b.T
-    )
-    return np.exp(-gamma * np.maximum(squared_distance, 0.0))
+def rbf_kernel(
+    labels_a: np.ndarray,
+    labels_b: np.ndarray,
+    gamma: float,
+    *,
+    squared_norm_a: np.ndarray | None = None,
+    squared_norm_b: np.ndarray | None = None,
+    block_rows: int | None = None,
+) -> np.ndarray:
+    """RBF kernel matrix ``exp(-gamma |a_i - b_k|^2)``: the one implementation of the kernel.
+
+    Training (the kernel of the stars with themselves), evaluation of the fitted models and
+    batched prediction all call this function, so they compute the same values the same way.
+    The matrix is built in place, row block by row block, with no temporaries of its size.
+
+    Parameters
+    ----------
+    labels_a : ndarray, shape (n_a, n_label)
+    labels_b : ndarray, shape (n_b, n_label)
+        Standardized labels.
+    gamma : float
+        The RBF width.
+    squared_norm_a, squared_norm_b : ndarray, shape (n_a,) and (n_b,), optional
+        ``sum(labels**2, axis=1)`` when the caller already holds them.
+    block_rows : int, optional
+        Rows of the result computed per step (default: all at once); a smaller block bounds
+        the working memory of very large kernels without changing any value.
+
+    Returns
+    -------
+    ndarray, shape (n_a, n_b)
+    """
+    labels_a = np.asarray(labels_a, dtype=float)
+    labels_b = np.asarray(labels_b, dtype=float)
+    if squared_norm_a is None:
+        squared_norm_a = np.sum(labels_a**2, axis=1)
+    if squared_norm_b is None:
+        squared_norm_b = np.sum(labels_b**2, axis=1)
+    n_a = labels_a.shape[0]
+    step = n_a if block_rows is None else max(1, int(block_rows))
+    kernel = np.empty((n_a, labels_b.shape[0]))
+    for start in range(0, n_a, max(step, 1)):
+        stop = min(n_a, start + step)
+        rows = kernel[start:stop]
+        np.matmul(labels_a[start:stop], labels_b.T, out=rows)
+        rows *= -2.0
+        rows += squared_norm_a[start:stop, None]
+        rows += squared_norm_b[None, :]
+        np.maximum(rows, 0.0, out=rows)
+        rows *= -gamma
+        np.exp(rows, out=rows)
+    return kernel
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from sklearn.svm import SVR
 
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion
+from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
-__all__ = ["train_pixels", "train_pixel", "fit_and_predict", "PIXEL_BLOCK_SIZE", "TOLERANCE", "ORIGINAL_TOLERANCE"]
+__all__ = ["LibsvmBackend", "train_pixels", "train_pixel", "fit_and_predict", "PIXEL_BLOCK_SIZE", "TOLERANCE", "ORIGINAL_TOLERANCE"]
 
 #: Pixels handed to one joblib task (amortizes the task overhead).
 PIXEL_BLOCK_SIZE = 16
@@ -33,6 +34,8 @@ PIXEL_BLOCK_SIZE = 16
 TOLERANCE = 1e-4
 #: scikit-learn's default tolerance, used by the original SLAM code.
 ORIGINAL_TOLERANCE = 1e-3
+#: LIBSVM's kernel cache per fit (scikit-learn's default ``cache_size``, 200 MB).
+CACHE_BYTES = 200 * 2**20
 
 
 def fit_and_predict(labels_fit, flux_fit, labels_eval, c, gamma, epsilon, tol=TOLERANCE):
@@ -205,3 +208,34 @@ def train_pixels(
                        for k in range(len(folds))]
     return TrainingResult(best_c, best_gamma, cv_mse_grid, trained=trained, expansion=expansion,
                           fold_expansions=fold_expansions, fold_of_star=fold_assignment(folds, n_star), **statistics)
+
+
+class LibsvmBackend:
+    """The LIBSVM reference as a :class:`~slamlib.svr.backend.Backend` (``backend="libsvm"``).
+
+    Parameters
+    ----------
+    tol : float
+        LIBSVM's stopping tolerance (:data:`TOLERANCE`; :data:`ORIGINAL_TOLERANCE` reproduces
+        the original code).
+    """
+
+    name = "libsvm"
+
+    def __init__(self, tol: float = TOLERANCE) -> None:
+        self.tol = tol
+
+    def __repr__(self) -> str:
+        return f"LibsvmBackend(tol={self.tol!r})"
+
+    def train(self, problem: TrainingProblem, *, n_jobs: int = -1) -> TrainingResult:
+        """:func:`train_pixels` on ``problem``."""
+        return train_pixels(problem.labels_std, problem.flux_std, problem.good, problem.folds, problem.param_grid,
+                            problem.epsilon, min_good_stars=problem.min_good_stars, n_jobs=n_jobs, tol=self.tol)
+
+    def memory_estimate(self, problem: TrainingProblem, *, n_workers: int = 1) -> int:
+        """The result arrays ((n_folds + 1) x n_pix x n_star doubles) and one LIBSVM fit per worker
+        (its kernel cache and the fit's copies of the training data)."""
+        results = 8 * (problem.n_folds + 1) * problem.n_pix * problem.n_star
+        per_fit = CACHE_BYTES + 8 * problem.n_star * (problem.n_label + 8)
+        return results + n_workers * per_fit

@@ -8,7 +8,13 @@ import numpy as np
 
 from slamlib.svr.kernel import KernelExpansion
 
-__all__ = ["TrainingResult", "parameter_pairs", "pixels_to_train"]
+__all__ = ["TrainingResult", "PIXEL_ARRAYS", "parameter_pairs", "pixels_to_train"]
+
+#: The per-pixel arrays of a :class:`TrainingResult`, as stored in model files and checkpoint
+#: blocks (with ``fold_dual_coef`` and ``fold_intercept`` when the CV models are kept): the one
+#: list its (de)serialization is written from.
+PIXEL_ARRAYS = ("best_c", "best_gamma", "cv_mse_grid", "cv_mse", "cv_md", "mse", "md", "trained", "dual_coef",
+                "intercept", "gamma")
 
 
 def parameter_pairs(param_grid: dict[str, list[float]]) -> list[tuple[float, float]]:
@@ -83,3 +89,55 @@ class TrainingResult:
     expansion: KernelExpansion
     fold_expansions: list[KernelExpansion] | None = None
     fold_of_star: np.ndarray | None = None
+
+    def to_arrays(self, *, include_cv_models: bool = True) -> dict[str, np.ndarray]:
+        """The per-pixel arrays (:data:`PIXEL_ARRAYS`, and the CV models' coefficients if kept).
+
+        The support labels and the fold of each star are not included: they are per star, and
+        the caller stores them once (:meth:`from_arrays` takes them back).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``dual_coef`` (n_pix, n_star), ``fold_dual_coef`` (n_folds, n_pix, n_star),
+            ``fold_intercept`` (n_folds, n_pix), the others (n_pix,) or (n_pix, n_grid).
+        """
+        arrays = {"best_c": self.best_c, "best_gamma": self.best_gamma, "cv_mse_grid": self.cv_mse_grid,
+                  "cv_mse": self.cv_mse, "cv_md": self.cv_md, "mse": self.mse, "md": self.md,
+                  "trained": np.asarray(self.trained, dtype=bool), "dual_coef": self.expansion.dual_coef,
+                  "intercept": self.expansion.intercept, "gamma": self.expansion.gamma}
+        if include_cv_models and self.fold_expansions is not None:
+            arrays["fold_dual_coef"] = np.stack([fold.dual_coef for fold in self.fold_expansions])
+            arrays["fold_intercept"] = np.stack([fold.intercept for fold in self.fold_expansions])
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], support_labels: np.ndarray,
+                    fold_of_star: np.ndarray | None = None) -> "TrainingResult":
+        """Rebuild a result from :meth:`to_arrays` output, the support labels and the stars' folds.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+            Must hold every name of :data:`PIXEL_ARRAYS`; the CV models are restored when it
+            also holds ``fold_dual_coef`` and ``fold_intercept`` and ``fold_of_star`` is given.
+        support_labels : ndarray, shape (n_star, n_label)
+        fold_of_star : ndarray of int, shape (n_star,), optional
+
+        Raises
+        ------
+        ValueError
+            If an array is missing.
+        """
+        missing = [name for name in PIXEL_ARRAYS if name not in arrays]
+        if missing:
+            raise ValueError(f"the training arrays lack {missing}; the file is not a complete slamlib model or block.")
+        expansion = KernelExpansion(support_labels, arrays["dual_coef"], arrays["intercept"], arrays["gamma"])
+        fold_expansions = None
+        if "fold_dual_coef" in arrays and fold_of_star is not None:
+            fold_expansions = [KernelExpansion(support_labels, coefficients, intercept, arrays["gamma"])
+                               for coefficients, intercept in zip(arrays["fold_dual_coef"], arrays["fold_intercept"])]
+        return cls(best_c=arrays["best_c"], best_gamma=arrays["best_gamma"], cv_mse_grid=arrays["cv_mse_grid"],
+                   cv_mse=arrays["cv_mse"], cv_md=arrays["cv_md"], mse=arrays["mse"], md=arrays["md"],
+                   trained=np.asarray(arrays["trained"]).astype(bool), expansion=expansion,
+                   fold_expansions=fold_expansions, fold_of_star=None if fold_expansions is None else fold_of_star)

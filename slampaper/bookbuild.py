@@ -1,0 +1,154 @@
+"""Build the book: execute every notebook with papermill for a run profile, then render with jupyter-book.
+
+Jupyter Book 1.x cannot pass parameters to notebooks, so the build runs in two steps:
+
+1. papermill executes each chapter notebook of ``_toc.yml`` with the parameters of the chosen
+   profile (``book/profiles.yml``) into a staging copy of the book, ``_build/site``;
+2. ``jupyter-book build`` renders that staging copy (``execute_notebooks: off``) into
+   ``_build/html``.
+
+Usage: ``python -m slampaper.bookbuild --profile smoke|quick|paper [--only NAME ...] [--no-html]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slampaper.paths import build_dir, project_root, results_dir
+
+__all__ = ["load_profiles", "profile_names", "chapter_notebooks", "notebook_parameters", "execute_notebook", "build_book", "main"]
+
+
+
+def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
+    """The run-profile file ``book/profiles.yml`` as a dict."""
+    path = project_root() / "book" / "profiles.yml" if path is None else Path(path)
+    return yaml.safe_load(Path(path).read_text())
+
+
+def chapter_notebooks() -> list[str]:
+    """Notebook names (``book/<name>.ipynb``) in the order of ``_toc.yml``."""
+    toc = yaml.safe_load((project_root() / "_toc.yml").read_text())
+    entries = [toc["root"]] + [chapter["file"] for part in toc.get("parts", [{"chapters": toc.get("chapters", [])}])
+                               for chapter in part["chapters"]]
+    return [Path(entry).name for entry in entries if (project_root() / f"{entry}.ipynb").exists()]
+
+
+def profile_names(profiles: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The run profiles, in the order ``book/profiles.yml`` defines them (the only place they are defined)."""
+    profiles = load_profiles() if profiles is None else profiles
+    return tuple(profiles["profiles"])
+
+
+def notebook_parameters(name: str, profile: str, profiles: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters papermill injects into notebook ``name`` for ``profile``."""
+    profiles = load_profiles() if profiles is None else profiles
+    if profile not in profiles["profiles"]:
+        raise ValueError(f"profile must be one of {profile_names(profiles)} (book/profiles.yml), got {profile!r}.")
+    parameters = dict(profiles["profiles"][profile].get(name) or {})
+    parameters["profile"] = profile
+    return parameters
+
+
+def execute_notebook(name: str, parameters: dict[str, Any], site_dir: Path, output_dir: Path) -> Path:
+    """Execute ``book/<name>.ipynb`` with papermill into ``site_dir/book``; returns the executed copy."""
+    import papermill
+
+    source = project_root() / "book" / f"{name}.ipynb"
+    target = site_dir / "book" / f"{name}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(source), str(target), parameters={**parameters, "output_dir": str(output_dir)},
+        kernel_name="python3", cwd=str(project_root()), progress_bar=False,
+    )
+    return target
+
+
+def _stage_sources(site_dir: Path) -> None:
+    root = project_root()
+    site_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, site_dir / name)
+    (site_dir / "book").mkdir(exist_ok=True)
+    for path in (root / "book").iterdir():
+        if path.suffix in {".md", ".bib", ".png", ".svg"}:
+            shutil.copy2(path, site_dir / "book" / path.name)
+
+
+def build_book(
+    profile: str = "quick", *, only: list[str] | None = None, html: bool = True, build_directory: Path | None = None
+) -> dict[str, float]:
+    """Execute the chapters for ``profile`` and build the HTML book.
+
+    Parameters
+    ----------
+    profile : {"smoke", "quick", "paper"}
+    only : list of str, optional
+        Execute only these notebooks (others keep their last executed copy, if any; an empty
+        list executes none). Unknown names raise ValueError.
+    html : bool
+        Render the HTML book after executing.
+    build_directory : Path, optional
+        Where ``site/``, ``html/`` and ``results/`` go (default ``<root>/_build``); jupyter-book
+        always names its output folder ``_build``, so this directory must be called that.
+
+    Returns
+    -------
+    dict
+        Seconds spent per notebook (and ``"html"``).
+    """
+    profiles = load_profiles()
+    build_directory = build_dir() if build_directory is None else Path(build_directory)
+    if build_directory.name != "_build":
+        raise ValueError(f"build_directory must be a folder named _build (jupyter-book's rule), got {build_directory}.")
+    site_dir = build_directory / "site"
+    output_dir = results_dir(build_directory / "results")
+    _stage_sources(site_dir)
+    timings: dict[str, float] = {}
+    unknown = sorted(set(only or ()) - set(chapter_notebooks()))
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {', '.join(unknown)}; the chapters are {', '.join(chapter_notebooks())}.")
+    for name in chapter_notebooks():
+        if only is not None and name not in only:
+            continue
+        start = time.perf_counter()
+        print(f"[book] executing {name} (profile {profile})", flush=True)
+        execute_notebook(name, notebook_parameters(name, profile, profiles), site_dir, output_dir)
+        timings[name] = time.perf_counter() - start
+        print(f"[book] {name}: {timings[name]:.1f} s", flush=True)
+    if html:
+        never_executed = [name for name in chapter_notebooks() if not (site_dir / "book" / f"{name}.ipynb").exists()]
+        if never_executed:
+            raise ValueError(f"cannot render the HTML book: chapters {', '.join(never_executed)} have never been "
+                             f"executed in {site_dir}. Build once without --only, or pass --no-html.")
+        start = time.perf_counter()
+        command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(site_dir),
+                   "--path-output", str(build_directory.parent), "-W", "-n", "--keep-going", "--all"]
+        subprocess.run(command, check=True)
+        timings["html"] = time.perf_counter() - start
+        print(f"[book] HTML: {build_directory / 'html' / 'index.html'} ({timings['html']:.1f} s)", flush=True)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="quick", choices=profile_names())
+    parser.add_argument("--only", nargs="*", help="execute only these notebooks")
+    parser.add_argument("--no-html", action="store_true", help="execute notebooks without rendering HTML")
+    arguments = parser.parse_args(argv)
+    timings = build_book(arguments.profile, only=arguments.only, html=not arguments.no_html)
+    print("[book] done: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
