@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from report import write_report  # noqa: E402
 from synthetic import spectra  # noqa: E402
+
 from slamlib.mock.samples import apogee_common_sample  # noqa: E402
 from slamlib.scaling import Standardizer  # noqa: E402
 from slamlib.svr import batched  # noqa: E402

@@ -57,6 +57,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from report import write_report  # noqa: E402
+
 from slamlib.model import SlamModel  # noqa: E402
 
 SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}

@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from report import write_report  # noqa: E402
+
 from slamlib.scaling import Standardizer  # noqa: E402
 from slamlib.svr import batched, libsvm  # noqa: E402
 from slamlib.svr.folds import kfold_indices  # noqa: E402

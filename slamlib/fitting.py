@@ -22,8 +22,8 @@ from joblib import Parallel, delayed
 from scipy.optimize import least_squares
 
 from slamlib.scaling import Standardizer
-from slamlib.svr.kernel import KernelExpansion
 from slamlib.state import FittedState
+from slamlib.svr.kernel import KernelExpansion
 
 __all__ = ["GaussianPrior", "PredictionResult", "pixel_weights", "initial_guess", "fit_labels", "predict_labels"]
 

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from slampaper.cannon import CannonCrossValidation, cross_validate
-from slampaper.datasets import LASP_TEST_SNR_BINS, SurveySample
 from slamlib.fitting import PredictionResult
 from slamlib.metrics import scatter_by_snr
 from slamlib.model import SlamModel
+from slampaper.cannon import CannonCrossValidation, cross_validate
+from slampaper.datasets import LASP_TEST_SNR_BINS, SurveySample
 from slampaper.model_cache import cached_model
+from slampaper.paper import paper_constants
 
 __all__ = ["LASP_LABELS", "PAPER_HIGH_SNR_SCATTER", "LaspTestResult", "run_lasp_test", "ensemble_error_table"]
 
@@ -28,7 +29,7 @@ __all__ = ["LASP_LABELS", "PAPER_HIGH_SNR_SCATTER", "LaspTestResult", "run_lasp_
 LASP_LABELS = {"teff_cat": "teff", "logg_cat": "logg", "feh_cat": "feh"}
 
 #: The paper's CV scatter at S/N_g > 100 (abstract and Section 3.3).
-PAPER_HIGH_SNR_SCATTER = {"teff": 50.0, "logg": 0.09, "feh": 0.07}
+PAPER_HIGH_SNR_SCATTER = dict(paper_constants()["section3"]["cv_scatter_high_snr"])
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import time
 from typing import Any, Callable
 
 from slamlib.files import write_json_atomically
-from slamlib.pipeline.cache import cache_dir, parameter_hash
 from slamlib.model import SlamModel
 from slamlib.modelfile import library_versions
+from slamlib.pipeline.cache import cache_dir, parameter_hash
 
 __all__ = ["cached_model", "cached_trainer"]
 

@@ -1,8 +1,11 @@
 """The scorecard: every number the paper quotes beside ours, and whether its claims hold here.
 
-:func:`build_scorecard` reads the recorded results of the chapters (``<results_dir>/<notebook>.json``
-and the tables they saved under ``tables/``) — it re-runs nothing — and returns one row per quoted
-number or qualitative claim:
+The claims are data: ``data/paper/claims.csv`` has one row per quoted number or claim, with its
+section, the record our chapter keeps for it, the paper's value (a number or a key of
+``data/paper/constants.yml``) and the criterion of its verdict (:mod:`slampaper.paper`).
+:func:`build_scorecard` reads those rows and the recorded results of the chapters
+(``<results_dir>/<notebook>.json`` and the tables they saved under ``tables/``) — it re-runs
+nothing — and returns one row per quoted number or qualitative claim:
 
 * numbers the paper quotes (abstract, Sections 3, 4, 5.3 and 6, Table 1): the paper's value, ours,
   their ratio; ``holds`` is None (numbers on mock data are not expected to equal the paper's);
@@ -23,6 +26,7 @@ import fnmatch
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCORECARD_COLUMNS", "PAPER_POLYGON_COMPLETENESS", "build_scorecard", "scorecard_for_writing",
+from slampaper.paper import load_claims, paper_value
+
+__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "scorecard_for_writing",
            "scorecard_html", "scorecard_summary"]
 
 #: Columns of the scorecard table.
 SCORECARD_COLUMNS = ["quantity", "claim", "section", "paper", "ours", "unit", "ratio", "holds", "criterion",
                      "data_source", "mock", "status", "source", "note"]
-#: Fraction of training K giants whose SLAM labels stay inside the K-giant polygon (Section 4).
-PAPER_POLYGON_COMPLETENESS = 0.97
 #: Notebooks the scorecard does not read claims from (its own results and the sweeps chapter).
 IGNORED_NOTEBOOKS = ("scorecard", "sweeps")
 #: Section of the paper each chapter rebuilds, for records appended without a row of their own.
@@ -52,16 +56,6 @@ UNITS = {"teff": "K"}
 NUMBER_CLAIM = "number quoted by the paper"
 FUNNEL_CLAIM = "fractions kept per funnel step, from the paper's counts"
 WINDOW_NAMES = {"balmer": "Balmer lines", "mgb_wings": "Mg b wings"}
-
-
-def _paper_constants() -> dict[str, Any]:
-    """The paper's values that slamlib keeps beside the chapters (shown even when our record is missing)."""
-    from slampaper.cost import PAPER_COST
-    from slampaper.kgiants import PAPER_CV_SCATTER_SNR100, PAPER_FUNNEL
-    from slampaper.lasp_test import PAPER_HIGH_SNR_SCATTER
-
-    return {"lasp_high_snr": PAPER_HIGH_SNR_SCATTER, "kgiants_snr100": PAPER_CV_SCATTER_SNR100, "funnel": PAPER_FUNNEL,
-            "cost": PAPER_COST}
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -293,77 +287,64 @@ def _funnel_rows(results: _Results, used: set, paper_funnel: dict[str, int]) -> 
     return rows
 
 
+_COMBINE: dict[str, Callable[..., float]] = {
+    "value": lambda first: first,
+    "ratio": lambda first, second: first / second,
+    "abs_ratio": lambda first, second: abs(first) / second,
+    "reciprocal": lambda first: 1.0 / first,
+}
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda value, bound: value < bound, "<=": lambda value, bound: value <= bound,
+    "≤": lambda value, bound: value <= bound, ">": lambda value, bound: value > bound,
+    ">=": lambda value, bound: value >= bound, "≥": lambda value, bound: value >= bound,
+}
+
+
+def _criterion_test(criterion: str) -> Callable[[float], bool]:
+    """The test a criterion such as ``"ratio < 1"``, ``"fraction > 0.5"`` or ``"< 60 s"`` states."""
+    match = re.search(r"(<=|>=|≤|≥|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)", criterion)
+    if match is None:
+        raise ValueError(f"data/paper/claims.csv: cannot read the criterion {criterion!r} (want e.g. 'ratio < 1').")
+    compare, bound = _COMPARE[match.group(1)], float(match.group(2))
+    return lambda value: compare(value, bound)
+
+
+def _paper_number(claim: dict[str, str]) -> float | None:
+    """The claim's paper value: a number, a key of the constants, or None."""
+    text = claim["paper"].strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return _float(paper_value(text))
+
+
+def _claim_rows(results: _Results, used: set, claim: dict[str, str]) -> list[_Row]:
+    """The scorecard rows of one line of ``data/paper/claims.csv``."""
+    kind, notebook, keys = claim["kind"], claim["notebook"], claim["records"].split()
+    paper = _paper_number(claim) if kind != "funnel" else None
+    if kind == "number":
+        row = _value_row(results, used, notebook, keys[0], quantity=claim["quantity"], section=claim["section"],
+                         paper=paper, unit=claim["unit"], claim=claim["claim"])
+        return [row]
+    if kind == "claim":
+        return [_claim_row(results, used, notebook, keys, quantity=claim["quantity"], claim=claim["claim"],
+                           section=claim["section"], combine=_COMBINE[claim["combine"]],
+                           test=_criterion_test(claim["criterion"]), criterion=claim["criterion"], unit=claim["unit"],
+                           paper=paper)]
+    if kind == "falls_with_snr":
+        return [_falls_with_snr(results, notebook, claim["table"], claim["label"], claim["section"])]
+    if kind == "largest_share":
+        return [_largest_share(results, used, claim["label"], claim["window"], claim=claim["claim"])]
+    return _funnel_rows(results, used, paper_value(claim["paper"]))
+
+
 def _rows(results: _Results) -> list[_Row]:
-    paper = _paper_constants()
     used: set = set()
     rows: list[_Row] = []
-    # Section 3 and the abstract: the LASP test.
-    for label in LASP_LABELS:
-        rows.append(_value_row(results, used, "lasp_test", f"cv_scatter.{label}.high_snr",
-                               quantity=f"CV scatter of {LABEL_NAMES[label]} at S/N_g > 100", section="abstract, §3",
-                               paper=paper["lasp_high_snr"][label], unit=UNITS.get(label, "dex")))
-    rows.append(_claim_row(results, used, "lasp_test", ["fraction_pixels_slam_better"],
-                           quantity="fraction of pixels where SLAM's CV MSE < The Cannon's",
-                           claim="SLAM's CV MSE is below The Cannon's at most pixels", section="§3 (Fig. 2)",
-                           combine=lambda f: f, test=lambda f: f > 0.5, criterion="fraction > 0.5"))
-    rows.append(_claim_row(results, used, "lasp_test", ["median_cv_mse.slam", "median_cv_mse.cannon"],
-                           quantity="median CV MSE per pixel, SLAM / The Cannon",
-                           claim="SLAM's CV MSE is below The Cannon's at most pixels", section="§3 (Fig. 2)",
-                           combine=lambda s, c: s / c, test=lambda r: r < 1, criterion="ratio < 1"))
-    for label in LASP_LABELS:
-        rows.append(_falls_with_snr(results, "lasp_test", "scatter_by_snr", label, "§3 (Fig. 4)"))
-    for label in LASP_LABELS:
-        rows.append(_claim_row(results, used, "lasp_test", [f"formal_error.{label}.high_snr", f"cv_scatter.{label}.high_snr"],
-                               quantity=f"median formal error / CV scatter of {LABEL_NAMES[label]}, S/N_g > 100",
-                               claim="formal errors are below the CV scatter", section="§3 (Fig. 4)",
-                               combine=lambda e, s: e / s, test=lambda r: r < 1, criterion="ratio < 1"))
-    for label in LASP_LABELS:
-        rows.append(_claim_row(results, used, "lasp_test", [f"cv_bias.{label}.high_snr", f"cv_scatter.{label}.high_snr"],
-                               quantity=f"|CV bias| / CV scatter of {LABEL_NAMES[label]}, S/N_g > 100",
-                               claim="biases are at most a quarter of the scatters", section="§3 (Fig. 4)",
-                               combine=lambda b, s: abs(b) / s, test=lambda r: r <= 0.25, criterion="ratio ≤ 0.25"))
-    # Section 4: K giants trained on APOGEE.
-    rows += _funnel_rows(results, used, paper["funnel"])
-    rows.append(_value_row(results, used, "apogee_kgiants", "n_training_stars", quantity="training stars after all cuts",
-                           section="§4.2", paper=paper["funnel"]["4-sigma clipping"]))
-    for label in APOGEE_LABELS:
-        rows.append(_value_row(results, used, "apogee_kgiants", f"cv_scatter.{label}.snr100",
-                               quantity=f"CV scatter of {LABEL_NAMES[label]} at S/N_g ≈ 100", section="abstract, §4",
-                               paper=paper["kgiants_snr100"][label], unit=UNITS.get(label, "dex")))
-    for label in APOGEE_LABELS:
-        rows.append(_falls_with_snr(results, "apogee_kgiants", "cv_scatter_by_snr", label, "§4 (Fig. 7)"))
-    for label in APOGEE_LABELS:
-        rows.append(_claim_row(results, used, "apogee_kgiants", [f"cv_bias.{label}.snr100", f"cv_scatter.{label}.snr100"],
-                               quantity=f"|CV bias| / CV scatter of {LABEL_NAMES[label]}, S/N_g ≈ 100",
-                               claim="biases are at most a quarter of the scatters", section="§4 (Fig. 7)",
-                               combine=lambda b, s: abs(b) / s, test=lambda r: r <= 0.25, criterion="ratio ≤ 0.25"))
-    for label in APOGEE_LABELS:
-        for coefficient in ("a", "b", "c"):
-            row = _value_row(results, used, "apogee_kgiants", f"table1.{label}.{coefficient}",
-                             quantity=f"Table 1: {coefficient} of {LABEL_NAMES[label]} in a·exp(−b·S/N)+c",
-                             section="Table 1", unit="1" if coefficient == "b" else UNITS.get(label, "dex"))
-            if row.status == "ok" and not math.isfinite(row.paper):
-                row.note = "the paper's coefficient is not in slamlib yet (not checked offline)"
-            rows.append(row)
-    rows.append(_value_row(results, used, "apogee_kgiants", "polygon_completeness",
-                           quantity="training K giants whose SLAM labels stay in the polygon", section="§4",
-                           paper=PAPER_POLYGON_COMPLETENESS))
-    # Section 5.3: cost.
-    rows.append(_value_row(results, used, "cost", "training_seconds_paper_size_estimate.libsvm",
-                           quantity="training time at the paper's size (extrapolated)", section="§5.3",
-                           paper=paper["cost"]["training_seconds_17k_stars"], unit="s"))
-    rows.append(_claim_row(results, used, "cost", ["spectra_per_second.libsvm"],
-                           quantity="seconds to label one spectrum", claim="labelling a spectrum takes under a minute",
-                           section="§5.3", combine=lambda rate: 1.0 / rate,
-                           test=lambda seconds: seconds < paper["cost"]["prediction_seconds_per_spectrum"],
-                           criterion=f"< {paper['cost']['prediction_seconds_per_spectrum']:g} s", unit="s",
-                           paper=paper["cost"]["prediction_seconds_per_spectrum"]))
-    # Section 6: coefficients of dependence.
-    rows.append(_largest_share(results, used, "teff", "balmer", claim="the CODs put Teff on the Balmer lines"))
-    rows.append(_largest_share(results, used, "logg", "mgb_wings", claim="the CODs put log g on the Mg b wings"))
-    rows.append(_claim_row(results, used, "cod", ["cod_sum_max_deviation"], quantity="max |Σ_l COD_l − COD_full|",
-                           claim="the label CODs sum to COD_full (Eq. 13)", section="§6",
-                           combine=lambda d: d, test=lambda d: d < 1e-6, criterion="< 1e-6"))
+    for claim in load_claims():
+        rows += _claim_rows(results, used, claim)
     # Any other record that carries a paper value.
     for notebook, content in results.files.items():
         if notebook in IGNORED_NOTEBOOKS:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+from synthetic_data import LABEL_NAMES, make_data
 
 from slamlib.pipeline.catalog_input import write_arrays_file
-from synthetic_data import LABEL_NAMES, make_data
 
 WAVE_START = 4000.0
 

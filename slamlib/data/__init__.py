@@ -23,7 +23,12 @@ from slamlib.data.apogee import APOGEE_COLUMNS, apogee_catalog, read_allstar
 from slamlib.data.catalogs import LAMOST_COLUMNS, lamost_catalog, slam_catalog
 from slamlib.data.crossmatch import crossmatch
 from slamlib.data.download import download_spectra, lamost_spectrum_url
-from slamlib.data.fetch import DownloadError, InvalidPayloadError, default_cache_dir, fetch_file
+from slamlib.data.fetch import (
+    DownloadError,
+    InvalidPayloadError,
+    default_cache_dir,
+    fetch_file,
+)
 from slamlib.data.selection import (
     Criterion,
     FunnelStep,

@@ -28,8 +28,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-from slamlib.files import atomic_write
 from slamlib.data.fetch import DownloadError, default_cache_dir, fetch_file
+from slamlib.files import atomic_write
 
 __all__ = [
     "LAMOST_COLUMNS",

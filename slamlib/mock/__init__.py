@@ -14,9 +14,19 @@ The physics is described in the module docstrings of :mod:`.atmosphere`,
 
 from slamlib.mock.fits_output import write_lamost_fits
 from slamlib.mock.observe import measure_snr
-from slamlib.mock.samples import LASP_SNR_BINS, LASP_TRAIN_SNR, apogee_common_sample, lasp_test_sample
+from slamlib.mock.samples import (
+    LASP_SNR_BINS,
+    LASP_TRAIN_SNR,
+    apogee_common_sample,
+    lasp_test_sample,
+)
 from slamlib.mock.survey_cache import MOCK_VERSION, survey
-from slamlib.mock.synthesis import LABEL_COLUMNS, LABEL_DEFAULTS, LABEL_LIMITS, synthesize
+from slamlib.mock.synthesis import (
+    LABEL_COLUMNS,
+    LABEL_DEFAULTS,
+    LABEL_LIMITS,
+    synthesize,
+)
 
 __all__ = [
     "LABEL_COLUMNS",

@@ -42,7 +42,13 @@ from scipy.special import ndtr
 
 from slamlib.mock.atmosphere import Photosphere
 from slamlib.mock.atoms import ELEMENT_INDEX, MASSES_AMU, THETA_CONSTANT
-from slamlib.mock.grid import INSTRUMENT_SIGMA_PIX, LOG_WAVE_START, LOG_WAVE_STEP, SPEED_OF_LIGHT_KM_S, air_to_vacuum
+from slamlib.mock.grid import (
+    INSTRUMENT_SIGMA_PIX,
+    LOG_WAVE_START,
+    LOG_WAVE_STEP,
+    SPEED_OF_LIGHT_KM_S,
+    air_to_vacuum,
+)
 from slamlib.mock.lines import LINE_STRENGTH_SCALE, depth_law, planck_parameter
 
 __all__ = ["BAND_SCALE", "Molecule", "BandHead", "MOLECULES", "BAND_HEADS", "molecular_pressures", "band_depth"]

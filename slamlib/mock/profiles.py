@@ -32,7 +32,13 @@ from functools import cache
 import numpy as np
 from scipy.special import ndtr
 
-from slamlib.mock.grid import INSTRUMENT_SIGMA_PIX, LOG_WAVE_START, LOG_WAVE_STEP, N_PIX, trapezoid
+from slamlib.mock.grid import (
+    INSTRUMENT_SIGMA_PIX,
+    LOG_WAVE_START,
+    LOG_WAVE_STEP,
+    N_PIX,
+    trapezoid,
+)
 from slamlib.mock.lines import LineStrengths, LineTable, depth_law, stark_eta
 
 __all__ = ["CORE_SIGMA_PIX", "StrongLineSet", "strong_line_set", "render_cores", "render_wings", "instrument_kernel"]

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from slamlib.pipeline.cache import cached_arrays
 from slamlib.io import SpectrumBatch
 from slamlib.mock.samples import apogee_common_sample, lasp_test_sample
 from slamlib.mock.synthesis import synthesize
+from slamlib.pipeline.cache import cached_arrays
 
 __all__ = ["MOCK_VERSION", "survey"]
 

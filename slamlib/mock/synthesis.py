@@ -38,7 +38,12 @@ from slamlib.mock.continuum import (
     planck,
 )
 from slamlib.mock.grid import N_PIX, SPEED_OF_LIGHT_KM_S, wavelength_grid
-from slamlib.mock.lines import depth_law, line_strengths, load_line_table, planck_parameter
+from slamlib.mock.lines import (
+    depth_law,
+    line_strengths,
+    load_line_table,
+    planck_parameter,
+)
 from slamlib.mock.molecules import band_depth
 from slamlib.mock.observe import (
     MASK_BAD_BLUE_END,

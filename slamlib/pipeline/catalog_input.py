@@ -30,8 +30,8 @@ import numpy as np
 from astropy.table import Table
 
 from slamlib.files import atomic_write
-from slamlib.pipeline.progress import make_progress_bar
 from slamlib.io import read_lamost
+from slamlib.pipeline.progress import make_progress_bar
 from slamlib.preprocess import prepare
 
 __all__ = ["ArraysFile", "PreparedInput", "file_fingerprint", "load_spectrum_files", "median_snr", "read_table",

@@ -36,10 +36,10 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from slamlib.files import atomic_write
-from slamlib.pipeline.catalog_input import PreparedInput, median_snr
-from slamlib.pipeline.progress import make_progress_bar
 from slamlib.fitting import PredictionResult
 from slamlib.model import SlamModel
+from slamlib.pipeline.catalog_input import PreparedInput, median_snr
+from slamlib.pipeline.progress import make_progress_bar
 from slamlib.runner import PredictionRunner
 
 __all__ = ["EXTRAPOLATION_MARGIN", "ChunkSource", "flag_extrapolation", "predict_catalogue", "predict_rows",

@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from slamlib.files import write_json_atomically
 from slamlib import modelfile
+from slamlib.files import write_json_atomically
 from slamlib.pipeline.progress import make_progress_bar
 from slamlib.svr.backend import Backend, physical_memory, worker_count
 from slamlib.svr.folds import fold_assignment

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from slamlib.model import BACKENDS
 from slamlib.pipeline.catalog_input import (
     ArraysFile,
     PreparedInput,
@@ -30,10 +31,9 @@ from slamlib.pipeline.catalog_input import (
     write_arrays_file,
 )
 from slamlib.pipeline.checkpoint import ResumableTraining, clear_checkpoint
-from slamlib.model import BACKENDS
-from slamlib.preprocess import MAX_BAD_PIXELS, common_wave_grid, count_bad_pixels
 from slamlib.pipeline.progress import progress_bars
 from slamlib.pipeline.scaleout import DaskRunner, connect
+from slamlib.preprocess import MAX_BAD_PIXELS, common_wave_grid, count_bad_pixels
 
 __all__ = ["main", "build_parser"]
 
@@ -309,8 +309,8 @@ def _model_columns(arrays: ArraysFile, model_wave: np.ndarray | None) -> np.ndar
 
 def command_predict(args: argparse.Namespace) -> int:
     """``slam predict``: labels for a catalogue, chunked and resumable."""
-    from slamlib.pipeline.catalog_prediction import ChunkSource, predict_catalogue
     from slamlib.model import SlamModel
+    from slamlib.pipeline.catalog_prediction import ChunkSource, predict_catalogue
 
     model = SlamModel.load(args.model)
     table = read_table(args.table) if args.table is not None else None
@@ -356,8 +356,8 @@ def command_predict(args: argparse.Namespace) -> int:
 
 def command_cod(args: argparse.Namespace) -> int:
     """``slam cod``: leave-one-label-out coefficients of dependence per pixel."""
-    from slamlib.pipeline.catalog_prediction import write_table_atomically
     from slamlib.cod import leave_one_label_out
+    from slamlib.pipeline.catalog_prediction import write_table_atomically
 
     training = load_training_set(args)
     result = leave_one_label_out(training.flux, training.ivar, training.labels, training.label_names,

@@ -58,7 +58,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slamlib.fitting import PredictionResult, predict_labels
-from slamlib.pipeline.checkpoint import CHECKPOINT_BLOCK_SIZE, train_block, train_pixel_blocks
+from slamlib.pipeline.checkpoint import (
+    CHECKPOINT_BLOCK_SIZE,
+    train_block,
+    train_pixel_blocks,
+)
 from slamlib.state import FittedState
 from slamlib.svr.backend import Backend, get_backend
 from slamlib.svr.problem import TrainingProblem

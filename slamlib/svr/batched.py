@@ -59,7 +59,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from slamlib.svr.backend import physical_memory, worker_count
-from slamlib.svr.batched_solver import _WIDE_SYSTEM, EXACT_STAGES, Stage, pivoted_cholesky, solve_batch
+from slamlib.svr.batched_solver import (
+    _WIDE_SYSTEM,
+    EXACT_STAGES,
+    Stage,
+    pivoted_cholesky,
+    solve_batch,
+)
 from slamlib.svr.folds import fold_assignment
 from slamlib.svr.kernel import KernelExpansion, rbf_kernel
 from slamlib.svr.libsvm import fit_and_predict

@@ -55,8 +55,17 @@ import numpy as np
 from scipy.linalg.lapack import dposv as _dposv
 from sklearn.svm import SVR as _SVR
 
-from slamlib.svr.batched_kernels import (add_zone_rows, bordered_solve_small, line_search, newton_system, scatter_zone,
-                                        step_terms, take_step, zone_indices, zone_rows_dot)
+from slamlib.svr.batched_kernels import (
+    add_zone_rows,
+    bordered_solve_small,
+    line_search,
+    newton_system,
+    scatter_zone,
+    step_terms,
+    take_step,
+    zone_indices,
+    zone_rows_dot,
+)
 from slamlib.svr.libsvm import TOLERANCE as LIBSVM_TOLERANCE
 
 __all__ = ["solve_batch", "kkt_violation", "pivoted_cholesky", "Stage", "EXACT_STAGES"]

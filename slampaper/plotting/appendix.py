@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.colors import LogNorm
 import numpy as np
+from matplotlib.colors import LogNorm
 
 from slampaper.hyperparameters import CvMap, ToyData, quadratic_curve, svr_curve
 from slampaper.plotting.style import annotate_source

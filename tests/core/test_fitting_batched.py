@@ -2,6 +2,13 @@
 
 import numpy as np
 import pytest
+from synthetic_data import (
+    LABEL_CENTRE,
+    LABEL_HALF_RANGE,
+    LABEL_NAMES,
+    make_data,
+    true_flux,
+)
 
 from slamlib import GaussianPrior, SlamModel
 from slamlib.fitting import fit_labels
@@ -14,7 +21,6 @@ from slamlib.fitting_batched import (
 )
 from slamlib.scaling import Standardizer
 from slamlib.svr.kernel import KernelExpansion
-from synthetic_data import LABEL_CENTRE, LABEL_HALF_RANGE, LABEL_NAMES, make_data, true_flux
 
 N_TRAIN = 250
 N_PIX = 40

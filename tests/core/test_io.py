@@ -18,7 +18,14 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.table import Table
 
-from slamlib.io import LAYOUTS, SPEED_OF_LIGHT_KM_S, Spectrum, SpectrumBatch, read_lamost, write_lamost
+from slamlib.io import (
+    LAYOUTS,
+    SPEED_OF_LIGHT_KM_S,
+    Spectrum,
+    SpectrumBatch,
+    read_lamost,
+    write_lamost,
+)
 
 #: From ../shared/data/lamost_layouts/README.md: file suffix -> (layout, DATA_V, n_pix, OBSID, SNRG, subclass).
 LAYOUT_TABLE = {

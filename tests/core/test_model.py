@@ -5,10 +5,9 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from slamlib import GaussianPrior, SlamModel
-from slamlib import modelfile
 from synthetic_data import LABEL_NAMES, make_data, true_flux
+
+from slamlib import GaussianPrior, SlamModel, modelfile
 
 N_TRAIN = 250
 

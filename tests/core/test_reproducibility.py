@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 from astropy.table import Table
+from survey_files import run_slam, write_survey
+from synthetic_data import LABEL_NAMES
 
 import slamlib
 from slamlib import SlamModel, modelfile
-from survey_files import run_slam, write_survey
-from synthetic_data import LABEL_NAMES
 
 
 @pytest.fixture(scope="module")

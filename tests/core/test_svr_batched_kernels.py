@@ -7,10 +7,19 @@ same quantity (dense linear algebra, a brute-force line minimization, boolean in
 import numpy as np
 import pytest
 
-from slamlib.svr.kernel import rbf_kernel
-from slamlib.svr.batched_kernels import (add_zone_rows, bordered_solve_small, line_search, newton_system,
-                                         scatter_zone, step_terms, take_step, zone_indices, zone_rows_dot)
+from slamlib.svr.batched_kernels import (
+    add_zone_rows,
+    bordered_solve_small,
+    line_search,
+    newton_system,
+    scatter_zone,
+    step_terms,
+    take_step,
+    zone_indices,
+    zone_rows_dot,
+)
 from slamlib.svr.batched_solver import pivoted_cholesky
+from slamlib.svr.kernel import rbf_kernel
 
 C = 10.0
 EPSILON = 0.05

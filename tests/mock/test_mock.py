@@ -8,7 +8,12 @@ from astropy.table import Table
 
 import slamlib.mock as mock
 from slamlib.io import SpectrumBatch, read_lamost
-from slamlib.mock import apogee_common_sample, lasp_test_sample, synthesize, write_lamost_fits
+from slamlib.mock import (
+    apogee_common_sample,
+    lasp_test_sample,
+    synthesize,
+    write_lamost_fits,
+)
 from slamlib.mock.observe import MASK_COSMIC_RAY, MASK_SKY_RESIDUAL
 from slamlib.mock.samples import ASPCAP_STAR_BAD, LASP_SNR_BINS
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from slampaper import datasets
 from slamlib import mock
+from slampaper import datasets
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from synthetic_data import LABEL_NAMES, make_data
 
 from slampaper import model_cache
-from synthetic_data import LABEL_NAMES, make_data
 
 
 @pytest.fixture

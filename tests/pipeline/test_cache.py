@@ -10,7 +10,12 @@ import pytest
 from astropy.table import Table
 
 from slamlib.pipeline import cache
-from slamlib.pipeline.cache import cache_dir, cached_arrays, cached_table, parameter_hash
+from slamlib.pipeline.cache import (
+    cache_dir,
+    cached_arrays,
+    cached_table,
+    parameter_hash,
+)
 
 
 class Counter:

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from survey_files import write_survey
+from synthetic_data import LABEL_NAMES, make_data
 
 from slamlib import SlamModel, modelfile
-from slamlib.pipeline.checkpoint import CheckpointMismatchError, ResumableTraining, blocks_in_memory, clear_checkpoint
+from slamlib.pipeline.checkpoint import (
+    CheckpointMismatchError,
+    ResumableTraining,
+    blocks_in_memory,
+    clear_checkpoint,
+)
 from slamlib.scaling import Standardizer
 from slamlib.svr.folds import kfold_indices
 from slamlib.svr.libsvm import LibsvmBackend
 from slamlib.svr.problem import TrainingProblem
-from survey_files import write_survey
-from synthetic_data import LABEL_NAMES, make_data
 
 PARAMETERS = {"param_grid": {"C": [10.0, 100.0], "gamma": [0.1]}, "cv": 3, "random_state": 0}
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
+from survey_files import write_survey
+from synthetic_data import LABEL_NAMES
 
 import slamlib.pipeline.catalog_prediction as catalog_prediction
 from slamlib import SlamModel, modelfile
 from slamlib.pipeline.cli import build_parser, main
-from survey_files import write_survey
-from synthetic_data import LABEL_NAMES
 
 TINY_MODEL = ["--grid-c", "10", "--grid-gamma", "0.1", "--cv", "3", "--n-jobs", "1"]
 

@@ -15,13 +15,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from synthetic_data import LABEL_NAMES, make_data
 
 from slamlib import SlamModel
-from slamlib.pipeline.catalog_input import ArraysFile, PreparedInput, load_spectrum_files, write_arrays_file
-from slamlib.pipeline.catalog_prediction import EXTRAPOLATION_MARGIN, predict_rows, training_label_range
 from slamlib.io import Spectrum, write_lamost
+from slamlib.pipeline.catalog_input import (
+    ArraysFile,
+    PreparedInput,
+    load_spectrum_files,
+    write_arrays_file,
+)
+from slamlib.pipeline.catalog_prediction import (
+    EXTRAPOLATION_MARGIN,
+    predict_rows,
+    training_label_range,
+)
 from slamlib.preprocess import common_wave_grid, prepare
-from synthetic_data import LABEL_NAMES, make_data
 
 N_PIX = 20
 HOSTILE = st.one_of(

@@ -10,17 +10,21 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from distributed import Client, LocalCluster
+from survey_files import write_survey
+from synthetic_data import LABEL_NAMES, make_data
 
 from slamlib import SlamModel, modelfile
 from slamlib.pipeline.checkpoint import ResumableTraining
 from slamlib.pipeline.cli import main
-from slamlib.pipeline.scaleout import DaskRunner, predict_labels_on_cluster, train_pixels_on_cluster
+from slamlib.pipeline.scaleout import (
+    DaskRunner,
+    predict_labels_on_cluster,
+    train_pixels_on_cluster,
+)
 from slamlib.scaling import Standardizer
 from slamlib.svr import batched, libsvm
 from slamlib.svr.folds import kfold_indices
 from slamlib.svr.problem import TrainingProblem
-from survey_files import write_survey
-from synthetic_data import LABEL_NAMES, make_data
 
 GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 MODEL_PARAMETERS = {"param_grid": GRID, "cv": 3, "n_jobs": 1, "random_state": 0}

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
+from test_data_catalogs import write_allstar_stub
 
 from slamlib.data import (
     DownloadError,
@@ -38,7 +39,6 @@ from slamlib.data import (
 )
 from slamlib.data.fetch import redact_url
 from slamlib.io import Spectrum, read_lamost, write_lamost
-from test_data_catalogs import write_allstar_stub
 
 #: The server answers 503 to any request beyond this number (a runaway client fails fast).
 MAX_REQUESTS = 60
