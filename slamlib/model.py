@@ -340,7 +340,7 @@ class SlamModel(BaseEstimator):
             Workers over chunks of spectra for the reference method (default: the model's ``n_jobs``).
         method : {"batched", "reference"}
             "batched" (default): MINPACK's Levenberg-Marquardt run step for step on many spectra
-            at once, all kernel work as matrix products (9-15x faster than the reference on 2
+            at once, all kernel work as matrix products (11-12x faster than the reference on 2
             cores, labels equal to it within 1e-8 of the formal errors; docs/performance.md);
             "reference": ``scipy.optimize.least_squares(method="lm")`` per spectrum, in
             parallel over chunks.

@@ -30,7 +30,6 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from astropy.table import Table, vstack

@@ -24,11 +24,11 @@ with only the missing blocks (on the cluster or locally: the checkpoint is the s
 
 Exactness. The cluster result is bit for bit the result of the local block-wise training
 with the same ``block_size`` (``SlamModel.fit(..., runner=ResumableTraining(...))``) for both backends.
-For the "libsvm" backend, whose pixels do not depend on each other, it is also bit for bit
-the result of one local ``train_pixels`` call. The "batched" backend solves the pixels of a
-call together, so its result depends (at the rounding level, ~1e-10 in the dual
-coefficients) on which pixels share a call: blocks on a cluster or in a checkpoint agree with
-each other, not with one call over all pixels.
+It is also bit for bit the result of one local training over all pixels: LIBSVM's pixels do not
+depend on each other, and the batched backend solves pixels in fixed groups of
+``batched.PIXEL_GROUP`` = 32 consecutive indices, which divide blocks of the default size (any
+multiple of 32). With another block size the batched groups follow the blocks, and one call
+over all pixels agrees with them to rounding only (~1e-10 in the dual coefficients).
 
 Prediction (:func:`predict_labels_on_cluster`). The spectra are cut into chunks of
 ``spectra_per_task`` rows, scattered to the workers, each chunk is fitted by

@@ -67,7 +67,7 @@ from slamlib.svr.batched_solver import (
     solve_batch,
 )
 from slamlib.svr.folds import fold_assignment
-from slamlib.svr.kernel import KernelExpansion, rbf_kernel
+from slamlib.svr.kernel import rbf_kernel
 from slamlib.svr.libsvm import fit_and_predict
 from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
@@ -467,14 +467,10 @@ def train_pixels(
     cv_md = np.full(n_pix, np.nan)
     cv_mse[columns] = cv_mse_grid[columns, best[columns]]
     cv_md[columns] = cv_dev[columns, best[columns]] / np.maximum(n_scored[columns], 1)
-    gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
-    support_labels = labels_std.copy()
-    expansion = KernelExpansion(support_labels, dual_coef, intercept, gamma_for_expansion)
-    fold_expansions = [KernelExpansion(support_labels, fold_dual_coef[k], fold_intercept[k], gamma_for_expansion)
-                       for k in range(n_folds)]
-    return TrainingResult(best_c, best_gamma, cv_mse_grid, cv_mse=cv_mse, cv_md=cv_md, mse=mse, md=md,
-                          trained=trained, expansion=expansion, fold_expansions=fold_expansions,
-                          fold_of_star=assignment)
+    arrays = {"best_c": best_c, "best_gamma": best_gamma, "cv_mse_grid": cv_mse_grid, "cv_mse": cv_mse, "cv_md": cv_md,
+              "mse": mse, "md": md, "trained": trained, "dual_coef": dual_coef, "intercept": intercept,
+              "fold_dual_coef": fold_dual_coef, "fold_intercept": fold_intercept}
+    return TrainingResult.from_training(arrays, labels_std, assignment, default_gamma=pairs[0][1])
 
 
 class BatchedBackend:

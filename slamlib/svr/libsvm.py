@@ -13,7 +13,6 @@ from joblib import Parallel, delayed
 from sklearn.svm import SVR
 
 from slamlib.svr.folds import fold_assignment
-from slamlib.svr.kernel import KernelExpansion
 from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs, pixels_to_train
 
@@ -200,14 +199,10 @@ def train_pixels(
                 statistics[name][column] = result[name]
             dual_coef[column] = result["dual_coef"]
             intercept[column] = result["intercept"]
-    # Untrained pixels predict the training mean (0 in standardized units) and are ignored.
-    gamma_for_expansion = np.where(trained, best_gamma, pairs[0][1])
-    support_labels = labels_std.copy()
-    expansion = KernelExpansion(support_labels, dual_coef, intercept, gamma_for_expansion)
-    fold_expansions = [KernelExpansion(support_labels, fold_dual_coef[k], fold_intercept[k], gamma_for_expansion)
-                       for k in range(len(folds))]
-    return TrainingResult(best_c, best_gamma, cv_mse_grid, trained=trained, expansion=expansion,
-                          fold_expansions=fold_expansions, fold_of_star=fold_assignment(folds, n_star), **statistics)
+    arrays = {"best_c": best_c, "best_gamma": best_gamma, "cv_mse_grid": cv_mse_grid, **statistics, "trained": trained,
+              "dual_coef": dual_coef, "intercept": intercept, "fold_dual_coef": fold_dual_coef,
+              "fold_intercept": fold_intercept}
+    return TrainingResult.from_training(arrays, labels_std, fold_assignment(folds, n_star), default_gamma=pairs[0][1])
 
 
 class LibsvmBackend:

@@ -141,3 +141,15 @@ class TrainingResult:
                    cv_mse=arrays["cv_mse"], cv_md=arrays["cv_md"], mse=arrays["mse"], md=arrays["md"],
                    trained=np.asarray(arrays["trained"]).astype(bool), expansion=expansion,
                    fold_expansions=fold_expansions, fold_of_star=None if fold_expansions is None else fold_of_star)
+
+    @classmethod
+    def from_training(cls, arrays: dict[str, np.ndarray], labels_std: np.ndarray, fold_of_star: np.ndarray, *,
+                      default_gamma: float) -> "TrainingResult":
+        """What a backend returns: its per-pixel arrays (:data:`PIXEL_ARRAYS` but ``gamma``, with the
+        CV models' ``fold_dual_coef`` and ``fold_intercept``) over a copy of the training labels.
+
+        Untrained pixels get ``default_gamma`` in the expansion; with zero coefficients they
+        predict the training mean (0 in standardized units) and prediction ignores them.
+        """
+        gamma = np.where(arrays["trained"], arrays["best_gamma"], default_gamma)
+        return cls.from_arrays({**arrays, "gamma": gamma}, np.array(labels_std, dtype=float, copy=True), fold_of_star)

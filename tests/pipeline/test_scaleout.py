@@ -118,8 +118,8 @@ def test_batched_training_on_the_cluster_equals_local_block_training(standardize
     local_blocks = ResumableTraining(tmp_path, block_size=block_size).train(problem, batched.BatchedBackend(), n_jobs=1)
     distributed = train_pixels_on_cluster(problem, "batched", scheduler=client, block_size=block_size)
     assert_same_training(local_blocks, distributed)
-    # The batched backend solves the pixels of one call together: one call over all pixels
-    # agrees with the blocks to rounding only (documented in slamlib.pipeline.scaleout).
+    # Blocks of 15 pixels are not made of whole batched pixel groups (32): one call over all pixels
+    # agrees with them to rounding only (documented in slamlib.pipeline.scaleout).
     one_call = batched.train_pixels(*arguments, min_good_stars=MIN_GOOD_STARS, n_jobs=1)
     np.testing.assert_allclose(one_call.expansion.dual_coef, distributed.expansion.dual_coef, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(one_call.best_c, distributed.best_c)
