@@ -8,8 +8,9 @@ The steps, each a function:
 2. :func:`train_and_cross_validate` — the final model (5x5 grid, 8-fold CV) and the cross-validated
    labels of the training stars (SLAM and The Cannon), tabulated per S/N_g bin, with the error
    model a exp(-b S/N) + c fitted per label (Table 1).
-3. :func:`label_catalogue` — labels for the whole sample, the label distance D of every star to
-   the training set (Eq. 11), membership of the K-giant polygon, and the paper's Table 2 columns.
+3. :func:`label_catalogue` — labels for the whole sample, the label distance D between SLAM's
+   and LAMOST's labels (Eq. 11, :func:`paper_label_distance`), membership of the K-giant polygon,
+   and the paper's Table 2 columns.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from slamlib.fitting import PredictionResult
 from slamlib.metrics import (
     cv_statistics,
     fit_error_models,
-    label_distance,
     scatter_by_snr,
 )
 from slamlib.model import SlamModel
@@ -40,7 +40,7 @@ from slampaper.paper import paper_constants
 __all__ = [
     "PAPER_GRID", "PAPER_CV_SCATTER_SNR100", "PAPER_FUNNEL", "PAPER_POLYGON_COMPLETENESS", "KGIANT_POLYGON", "SNR_BINS",
     "TrainingSelection", "select_training_set", "CrossValidation", "train_and_cross_validate",
-    "in_polygon", "label_catalogue", "TABLE2_COLUMNS",
+    "in_polygon", "label_catalogue", "paper_label_distance", "TABLE2_COLUMNS",
 ]
 
 _SECTION4 = paper_constants()["section4"]
@@ -128,7 +128,7 @@ def select_training_set(
     clipped = ~np.all(np.abs(residual) <= clip_sigma * scatter, axis=1)
     training = selected.subset(~clipped, f"clip{clip_sigma:g}")
     steps.append((f"{clip_sigma:g}-sigma clipping (leave-1/{clip_folds}-out)", len(training)))
-    paper_counts = {"input": PAPER_FUNNEL["common stars"], "unique_apogee_id": PAPER_FUNNEL["ten criteria"],
+    paper_counts = {"input": PAPER_FUNNEL["common stars"], "teff_consistency": PAPER_FUNNEL["ten criteria"],
                     f"at most {max_bad_pixels} bad pixels": PAPER_FUNNEL["at most 50 bad pixels"]}
     funnel = Table(rows=[(step, count, paper_counts.get(step, -1)) for step, count in steps],
                    names=["step", "n_kept", "paper"])
@@ -204,30 +204,63 @@ def in_polygon(teff: np.ndarray, logg: np.ndarray, polygon: np.ndarray = KGIANT_
     return inside & np.all(np.isfinite(points), axis=1)
 
 
+def _lamost_column(labels: Table, name: str) -> np.ndarray:
+    """A LAMOST (LASP) label of a cross-matched table: ``<name>_lamost``, else ``<name>``."""
+    for column in (f"{name}_lamost", name):
+        if column in labels.colnames:
+            return np.asarray(labels[column], dtype=float)
+    raise ValueError(f"the sample has no LAMOST {name} column ({name}_lamost or {name}); the label distance D of "
+                     "Eq. 11 compares SLAM's labels with LAMOST's, so cross-match with the LAMOST catalogue first.")
+
+
+def paper_label_distance(slam_labels: np.ndarray, lamost_teff: np.ndarray, lamost_logg: np.ndarray,
+                         lamost_feh: np.ndarray) -> np.ndarray:
+    """The label distance D of Eq. 11 (Ho et al. 2017b): SLAM's labels minus LAMOST's, scaled.
+
+    ``D^2 = ((Teff_SLAM - Teff_LAMOST) / 100 K)^2 + ((log g_SLAM - log g_LAMOST) / 0.2 dex)^2
+    + (([M/H]_SLAM - [Fe/H]_LAMOST) / 0.1 dex)^2``; the scales are the paper's
+    (``data/paper/constants.yml``, ``section4.label_distance_scales``), and stars with D < 2.5 count as
+    K giants (Section 4.2).
+
+    Parameters
+    ----------
+    slam_labels : ndarray, shape (n_star, 6)
+        SLAM's labels in :data:`APOGEE_LABELS` order (Teff, log g and [M/H] are used).
+    lamost_teff, lamost_logg, lamost_feh : ndarray, shape (n_star,)
+        The LAMOST (LASP) labels of the same stars.
+
+    Returns
+    -------
+    ndarray, shape (n_star,)
+        D; NaN where a label is missing.
+    """
+    scales = _SECTION4["label_distance_scales"]
+    slam_labels = np.asarray(slam_labels, dtype=float)
+    terms = [(slam_labels[:, APOGEE_LABELS.index("teff")] - lamost_teff) / scales["teff"],
+             (slam_labels[:, APOGEE_LABELS.index("logg")] - lamost_logg) / scales["logg"],
+             (slam_labels[:, APOGEE_LABELS.index("m_h")] - lamost_feh) / scales["m_h"]]
+    return np.sqrt(np.sum(np.square(terms), axis=0))
+
+
 def label_catalogue(
     sample: SurveySample,
     model: SlamModel,
-    training: SurveySample,
-    distance_scale: np.ndarray,
     *,
-    n_jobs: int | None = None,
+    n_jobs: int = 1,
 ) -> tuple[Table, PredictionResult]:
     """SLAM labels for every spectrum of ``sample``, with the paper's Table 2 columns.
 
     Parameters
     ----------
     sample : SurveySample
-        All spectra to label (here: every common star, not only the training set).
+        All spectra to label (here: every common star, not only the training set); its labels
+        hold the LAMOST labels for D (``teff_lamost``, ``logg_lamost``, ``feh_lamost`` or ``feh``).
     model : SlamModel
-    training : SurveySample
-        The training set, for the label distance D.
-    distance_scale : ndarray, shape (6,)
-        Per-label scale of D (the CV scatter of each label).
 
     Returns
     -------
     catalogue : Table
-        :data:`TABLE2_COLUMNS`.
+        :data:`TABLE2_COLUMNS`; ``label_distance`` is D of Eq. 11.
     prediction : PredictionResult
     """
     prediction = model.predict(sample.flux, sample.ivar, n_jobs=n_jobs)
@@ -239,7 +272,9 @@ def label_catalogue(
         catalogue[f"{name}_err"] = prediction.errors[:, index]
     catalogue["rchi2"] = prediction.rchi2
     catalogue["converged"] = prediction.converged
-    catalogue["label_distance"] = label_distance(prediction.labels, training.label_array(list(APOGEE_LABELS)), distance_scale)
+    catalogue["label_distance"] = paper_label_distance(prediction.labels, _lamost_column(sample.labels, "teff"),
+                                                       _lamost_column(sample.labels, "logg"),
+                                                       _lamost_column(sample.labels, "feh"))
     catalogue["in_kgiant_polygon"] = in_polygon(prediction.labels[:, 0], prediction.labels[:, 1])
     return catalogue[TABLE2_COLUMNS], prediction
 

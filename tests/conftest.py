@@ -36,3 +36,10 @@ def lamost_dr1_dir(shared_dir: Path) -> Path:
 def lamost_layouts_dir(shared_dir: Path) -> Path:
     """``../shared/data/lamost_layouts``: one real DR6, DR7 and DR9 spectrum (gzipped FITS)."""
     return shared_data_dir(shared_dir, "lamost_layouts")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that execute notebooks are slow too: ``pytest -m "not slow"`` leaves them out."""
+    for item in items:
+        if item.get_closest_marker("book") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)

@@ -11,14 +11,16 @@ criterion that reads them. Tables are those of :func:`slamlib.data.lamost_catalo
   0.5 < log g < 5.5, -2.5 < [Fe/H] < 1.0, errors below 200 K, 0.1 dex and 0.1 dex;
   training set 120 < S/N_g < 140 (:func:`select_lasp_training`), test sets in the six
   S/N_g bins of :data:`LASP_TEST_SNR_BINS` (:func:`select_lasp_test`).
-* Section 4.2, APOGEE-LAMOST K giants (:func:`apogee_common_criteria`): the paper
-  applies ten criteria whose exact list we do not have offline. The ten below are
-  **our reading**, each a keyword you can change: APOGEE S/N, ASPCAPFLAG STAR_BAD
-  unset, valid Teff/log g, valid [M/H]/[alpha/M], valid [C/M]/[N/M], K-giant Teff
-  range, K-giant log g range, label errors below limits, LAMOST S/N_g floor, and no
-  duplicate APOGEE entry (EXTRATARG bit 4). The later cuts of the paper (at most 50
-  bad pixels, 4-sigma clipping after a leave-1/10-out run) need the spectra and a
-  model and live elsewhere.
+* Section 4.2, APOGEE-LAMOST common stars (:func:`apogee_common_criteria`): the paper's
+  ten criteria, in its order, each a keyword you can change: S/N_APOGEE > 100,
+  S/N_g > 40, ASPCAPFLAG = 0, 3000 < Teff < 5500 K, -1 < log g < 5, -4 < [M/H] < 2,
+  -1 < [alpha/M] < 1, -0.4 < [C/Fe] < 1, -0.5 < [N/Fe] < 1 and
+  |Teff_APOGEE - Teff_LAMOST| < 800 K. The paper cuts on [C/Fe] and [N/Fe] but trains on
+  [C/M] and [N/M]; a table without ``c_fe``/``n_fe`` columns gets them from
+  [X/M] + [M/H] - [Fe/H] when it has ``fe_h``, else as [X/M] (our reading: ASPCAP's [M/H]
+  tracks [Fe/H]). The later cuts of the paper (at most 50 bad pixels, 4-sigma clipping
+  after a leave-1/10-out run) need the spectra and a model and live elsewhere. The
+  defaults equal ``data/paper/constants.yml`` (a test checks it).
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ LASP_TEST_SNR_BINS: tuple[tuple[float, float], ...] = (
     (5.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 80.0), (80.0, 100.0), (100.0, 120.0),
 )
 
-#: ASPCAPFLAG bit STAR_BAD (REFERENCE.md Section 4).
+#: ASPCAPFLAG bit STAR_BAD (REFERENCE.md Section 4); the paper keeps only ASPCAPFLAG = 0.
 ASPCAPFLAG_STAR_BAD_BIT = 23
 
-#: EXTRATARG bit set on every entry of a duplicated APOGEE_ID but the highest-S/N one.
+#: EXTRATARG bit set on every entry of a duplicated APOGEE_ID but the highest-S/N one (for a custom
+#: :func:`bit_unset_criterion`; not one of the paper's ten).
 EXTRATARG_DUPLICATE_BIT = 4
 
-#: Our default upper limits (exclusive) on the APOGEE label errors.
+#: Upper limits (exclusive) on the APOGEE label errors, for a custom :func:`below_criterion`; the
+#: paper's ten criteria do not cut on label errors.
 APOGEE_LABEL_ERROR_LIMITS: dict[str, float] = {
     "teff_err": 200.0, "logg_err": 0.2, "m_h_err": 0.1, "alpha_m_err": 0.1, "c_m_err": 0.2, "n_m_err": 0.2,
 }
@@ -342,59 +346,95 @@ def select_lasp_test(
     return selection
 
 
+def _abundance_over_iron(table: Table, element: str) -> np.ndarray:
+    """[X/Fe] for ``element`` "c" or "n": the ``x_fe`` column, else [X/M] + [M/H] - [Fe/H], else [X/M]."""
+    if f"{element}_fe" in table.colnames:
+        return _floats(table, f"{element}_fe")
+    over_metals = _floats(table, f"{element}_m")
+    if "fe_h" in table.colnames and "m_h" in table.colnames:
+        return over_metals + _floats(table, "m_h") - _floats(table, "fe_h")
+    return over_metals
+
+
+def _abundance_criterion(element: str, low: float, high: float) -> Criterion:
+    name = f"{element}_fe"
+    return Criterion(name, f"{low:g} < [{element.upper()}/Fe] < {high:g}", (f"{element}_m",),
+                     lambda table: (lambda values: (values > low) & (values < high))(_abundance_over_iron(table, element)))
+
+
+def _flag_zero_criterion(name: str, column: str) -> Criterion:
+    """Keep rows whose flag ``column`` is 0 (a missing flag fails)."""
+
+    def keep(table: Table) -> np.ndarray:
+        flags, known = _flags(table, column)
+        return known & (flags == 0)
+
+    return Criterion(name, f"{column} = 0", (column,), keep)
+
+
+def _teff_consistency_criterion(max_difference: float, lamost_column: str) -> Criterion:
+    def keep(table: Table) -> np.ndarray:
+        return np.abs(_floats(table, "teff") - _floats(table, lamost_column)) < max_difference
+
+    return Criterion("teff_consistency", f"|teff - {lamost_column}| < {max_difference:g}", ("teff", lamost_column), keep)
+
+
 def apogee_common_criteria(
     *,
-    min_apogee_snr: float = 70.0,
-    star_bad_bit: int = ASPCAPFLAG_STAR_BAD_BIT,
-    teff_range: tuple[float, float] = (3500.0, 5500.0),
-    logg_range: tuple[float, float] = (0.0, 3.8),
-    max_label_errors: Mapping[str, float] = APOGEE_LABEL_ERROR_LIMITS,
-    min_lamost_snrg: float = 5.0,
-    duplicate_bit: int = EXTRATARG_DUPLICATE_BIT,
+    min_apogee_snr: float = 100.0,
+    min_lamost_snrg: float = 40.0,
+    teff_range: tuple[float, float] = (3000.0, 5500.0),
+    logg_range: tuple[float, float] = (-1.0, 5.0),
+    m_h_range: tuple[float, float] = (-4.0, 2.0),
+    alpha_m_range: tuple[float, float] = (-1.0, 1.0),
+    c_fe_range: tuple[float, float] = (-0.4, 1.0),
+    n_fe_range: tuple[float, float] = (-0.5, 1.0),
+    max_teff_difference: float = 800.0,
+    lamost_teff_column: str = "teff_lamost",
 ) -> list[Criterion]:
-    """Ten criteria for the APOGEE x LAMOST K-giant training set: our reading of paper Section 4.2.
+    """The ten criteria of paper Section 4.2 for the APOGEE x LAMOST training set, in its order.
 
-    The paper's exact list is not available to us; these are the usual quality cuts
-    for APOGEE labels, each adjustable. Limits are strict.
+    Limits are strict; a missing (NaN, masked) or -9999 value fails every range. The defaults
+    are the paper's.
 
     Parameters
     ----------
     min_apogee_snr : float
-        ``snr`` floor (70: where ASPCAP results are commonly trusted; our choice).
-    star_bad_bit : int
-        ASPCAPFLAG bit that must be unset (23, STAR_BAD).
-    teff_range, logg_range : (float, float)
-        The K-giant box in APOGEE Teff (K) and log g.
-    max_label_errors : mapping of str to float
-        Upper limits on the label errors (default :data:`APOGEE_LABEL_ERROR_LIMITS`).
+        APOGEE ``snr`` floor (criterion 1: 100).
     min_lamost_snrg : float
-        LAMOST ``snrg`` floor (5: the lowest edge of the paper's S/N bins).
-    duplicate_bit : int
-        EXTRATARG bit marking a duplicate APOGEE entry (4).
+        LAMOST ``snrg`` floor (criterion 2: 40).
+    teff_range, logg_range, m_h_range, alpha_m_range : (float, float)
+        The ASPCAP label ranges (criteria 4-7).
+    c_fe_range, n_fe_range : (float, float)
+        The [C/Fe] and [N/Fe] ranges (criteria 8-9; see the module notes for tables without
+        ``c_fe``/``n_fe``).
+    max_teff_difference : float
+        Criterion 10: |Teff_APOGEE - Teff_LAMOST| below this (800 K).
+    lamost_teff_column : str
+        The LAMOST Teff column (``teff_lamost`` in a :func:`slamlib.data.crossmatch` result).
 
     Returns
     -------
     list of Criterion
-        ``apogee_snr``, ``aspcap_not_bad``, ``valid_teff_logg``, ``valid_m_h_alpha_m``,
-        ``valid_c_n``, ``k_giant_teff``, ``k_giant_logg``, ``label_errors``,
-        ``lamost_snrg``, ``unique_apogee_id``.
+        ``apogee_snr``, ``lamost_snrg``, ``aspcapflag_zero``, ``teff``, ``logg``, ``m_h``,
+        ``alpha_m``, ``c_fe``, ``n_fe``, ``teff_consistency``.
     """
     return [
         above_criterion("apogee_snr", "snr", min_apogee_snr),
-        bit_unset_criterion("aspcap_not_bad", "aspcapflag", star_bad_bit),
-        finite_criterion("valid_teff_logg", ("teff", "logg")),
-        finite_criterion("valid_m_h_alpha_m", ("m_h", "alpha_m")),
-        finite_criterion("valid_c_n", ("c_m", "n_m")),
-        range_criterion("k_giant_teff", "teff", *teff_range),
-        range_criterion("k_giant_logg", "logg", *logg_range),
-        below_criterion("label_errors", max_label_errors),
         above_criterion("lamost_snrg", "snrg", min_lamost_snrg),
-        bit_unset_criterion("unique_apogee_id", "extratarg", duplicate_bit),
+        _flag_zero_criterion("aspcapflag_zero", "aspcapflag"),
+        range_criterion("teff", "teff", *teff_range),
+        range_criterion("logg", "logg", *logg_range),
+        range_criterion("m_h", "m_h", *m_h_range),
+        range_criterion("alpha_m", "alpha_m", *alpha_m_range),
+        _abundance_criterion("c", *c_fe_range),
+        _abundance_criterion("n", *n_fe_range),
+        _teff_consistency_criterion(max_teff_difference, lamost_teff_column),
     ]
 
 
 def select_apogee_common(table: Table, *, criteria: Sequence[Criterion] | None = None) -> Selection:
-    """The APOGEE x LAMOST training stars of paper Section 4.2 (our reading of its ten criteria).
+    """The APOGEE x LAMOST training stars of paper Section 4.2 (its ten criteria).
 
     Parameters
     ----------
@@ -403,7 +443,7 @@ def select_apogee_common(table: Table, *, criteria: Sequence[Criterion] | None =
         ``snrg``).
     criteria : sequence of Criterion, optional
         Default :func:`apogee_common_criteria`; pass a modified list, e.g.
-        ``apogee_common_criteria(min_apogee_snr=100)``, or drop entries by name.
+        ``apogee_common_criteria(min_lamost_snrg=20)``, or drop entries by name.
 
     Returns
     -------

@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+#: Each script runs in its own process (5-15 s).
+pytestmark = pytest.mark.slow
 
 
 def run_script(script: str, *arguments: str, output: Path) -> tuple[dict, str]:

@@ -19,3 +19,17 @@ def test_comparison_with_the_published_catalogue_matches_by_obsid_and_spelling()
 def test_polygon_membership():
     inside = in_polygon(np.array([4600.0, 6000.0, np.nan]), np.array([2.0, 4.5, 2.0]), KGIANT_POLYGON)
     assert inside.tolist() == [True, False, False]
+
+
+def test_label_distance_is_the_papers_equation_11():
+    from slampaper.kgiants import paper_label_distance
+
+    slam = np.zeros((3, 6))
+    slam[:, 0] = [4600.0, 4700.0, 4600.0]   # Teff
+    slam[:, 1] = [2.5, 2.5, 2.9]             # log g
+    slam[:, 2] = [0.0, 0.0, 0.3]             # [M/H]
+    lamost_teff, lamost_logg, lamost_feh = np.full(3, 4600.0), np.full(3, 2.5), np.zeros(3)
+    distance = paper_label_distance(slam, lamost_teff, lamost_logg, lamost_feh)
+    # 100 K off in Teff is D = 1; 0.4 dex in log g and 0.3 dex in metallicity are 2 and 3 in quadrature.
+    np.testing.assert_allclose(distance, [0.0, 1.0, np.sqrt(4.0 + 9.0)])
+    assert np.isnan(paper_label_distance(slam[:1], np.array([np.nan]), lamost_logg[:1], lamost_feh[:1]))[0]

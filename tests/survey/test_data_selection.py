@@ -129,35 +129,30 @@ def test_masked_values_fail_their_criteria():
 
 
 # --------------------------------------------------------------------------------------
-# APOGEE x LAMOST (Section 4.2, our reading)
+# APOGEE x LAMOST (Section 4.2: the paper's ten criteria)
 # --------------------------------------------------------------------------------------
-APOGEE_NAMES = ["snr", "aspcapflag", "extratarg", "teff", "logg", "m_h", "alpha_m", "c_m", "n_m", "teff_err",
-                "logg_err", "m_h_err", "alpha_m_err", "c_m_err", "n_m_err", "snrg"]
-K_GIANT = dict(snr=150.0, aspcapflag=0, extratarg=0, teff=4600.0, logg=2.5, m_h=-0.2, alpha_m=0.1, c_m=0.0,
-               n_m=0.3, teff_err=80.0, logg_err=0.06, m_h_err=0.02, alpha_m_err=0.02, c_m_err=0.03, n_m_err=0.05,
-               snrg=60.0)
-#: One row per way to fail, in criterion order, and the criterion that removes it.
+APOGEE_NAMES = ["snr", "snrg", "aspcapflag", "teff", "logg", "m_h", "alpha_m", "c_m", "n_m", "teff_lamost"]
+K_GIANT = dict(snr=150.0, snrg=60.0, aspcapflag=0, teff=4600.0, logg=2.5, m_h=-0.2, alpha_m=0.1, c_m=0.0,
+               n_m=0.3, teff_lamost=4700.0)
+#: One row per way to fail, in the paper's order, and the criterion that removes it.
 APOGEE_FAILURES = {
-    "low_apogee_snr": ("apogee_snr", dict(snr=69.0)),
-    "star_bad": ("aspcap_not_bad", dict(aspcapflag=(1 << 23) | (1 << 7))),
-    "teff_sentinel": ("valid_teff_logg", dict(teff=-9999.0)),
-    "logg_nan": ("valid_teff_logg", dict(logg=NAN)),
-    "alpha_nan": ("valid_m_h_alpha_m", dict(alpha_m=NAN)),
-    "m_h_sentinel": ("valid_m_h_alpha_m", dict(m_h=-9999.0)),
-    "n_nan": ("valid_c_n", dict(n_m=NAN)),
-    "too_hot": ("k_giant_teff", dict(teff=5600.0)),
-    "too_cool": ("k_giant_teff", dict(teff=3400.0)),
-    "dwarf": ("k_giant_logg", dict(logg=4.2)),
-    "big_teff_err": ("label_errors", dict(teff_err=250.0)),
-    "big_n_err": ("label_errors", dict(n_m_err=0.3)),
-    "faint_lamost": ("lamost_snrg", dict(snrg=4.0)),
-    "duplicate": ("unique_apogee_id", dict(extratarg=16)),
+    "low_apogee_snr": ("apogee_snr", dict(snr=100.0)),          # the paper's S/N > 100 is strict
+    "faint_lamost": ("lamost_snrg", dict(snrg=39.0)),
+    "star_warn": ("aspcapflag_zero", dict(aspcapflag=1 << 7)),   # any flag: ASPCAPFLAG = 0
+    "too_hot": ("teff", dict(teff=5600.0, teff_lamost=5500.0)),
+    "teff_sentinel": ("teff", dict(teff=-9999.0)),
+    "logg_nan": ("logg", dict(logg=NAN)),
+    "too_high_logg": ("logg", dict(logg=5.1)),
+    "m_h_sentinel": ("m_h", dict(m_h=-9999.0)),
+    "alpha_nan": ("alpha_m", dict(alpha_m=NAN)),
+    "carbon_poor": ("c_fe", dict(c_m=-0.5)),
+    "nitrogen_poor": ("n_fe", dict(n_m=-0.6)),
+    "teff_disagrees": ("teff_consistency", dict(teff_lamost=5401.0)),
 }
 PASSING = {
     "k_giant": {},
-    "star_warn_only": dict(aspcapflag=1 << 7),  # STAR_WARN is not STAR_BAD
-    "other_extratarg_bits": dict(extratarg=1 | 8),
-    "cool_edge": dict(teff=3501.0, logg=0.1),
+    "cool_dwarf_edge": dict(teff=3001.0, logg=4.9, teff_lamost=3700.0),
+    "supergiant_edge": dict(logg=-0.9, m_h=-3.9),
 }
 
 
@@ -168,27 +163,51 @@ def apogee_table() -> Table:
     return table
 
 
-def test_apogee_common_ten_criteria_funnel():
+def test_apogee_common_ten_criteria_funnel_in_the_papers_order():
     selection = select_apogee_common(apogee_table())
     assert sorted(selection.table["star"]) == sorted(PASSING)
     names = [step.name for step in selection.funnel]
-    assert names == ["input", "apogee_snr", "aspcap_not_bad", "valid_teff_logg", "valid_m_h_alpha_m", "valid_c_n",
-                     "k_giant_teff", "k_giant_logg", "label_errors", "lamost_snrg", "unique_apogee_id"]
+    assert names == ["input", "apogee_snr", "lamost_snrg", "aspcapflag_zero", "teff", "logg", "m_h", "alpha_m",
+                     "c_fe", "n_fe", "teff_consistency"]
     removed_by = [criterion for criterion, _ in APOGEE_FAILURES.values()]
-    expected, left = [18], 18
+    expected, left = [15], 15
     for name in names[1:]:
         left -= removed_by.count(name)
         expected.append(left)
     assert [step.n_remaining for step in selection.funnel] == expected
-    assert expected == [18, 17, 16, 14, 12, 11, 9, 8, 6, 5, 4]
+    assert expected == [15, 14, 13, 12, 10, 8, 7, 6, 5, 4, 3]
+
+
+def test_apogee_criteria_defaults_are_the_papers_constants():
+    from slampaper.paper import paper_value
+
+    paper = paper_value("section4.selection")
+    descriptions = {criterion.name: criterion.description for criterion in apogee_common_criteria()}
+    assert descriptions["apogee_snr"] == f"snr > {paper['snr_apogee_min']:g}"
+    assert descriptions["lamost_snrg"] == f"snrg > {paper['snr_g_min']:g}"
+    for name in ("teff", "logg", "m_h", "alpha_m"):
+        low, high = paper[name]
+        assert descriptions[name] == f"{low:g} < {name} < {high:g}"
+    assert descriptions["c_fe"] == f"{paper['c_fe'][0]:g} < [C/Fe] < {paper['c_fe'][1]:g}"
+    assert descriptions["n_fe"] == f"{paper['n_fe'][0]:g} < [N/Fe] < {paper['n_fe'][1]:g}"
+    assert descriptions["teff_consistency"] == f"|teff - teff_lamost| < {paper['teff_difference_max']:g}"
+
+
+def test_carbon_and_nitrogen_over_iron_come_from_the_columns_the_table_has():
+    table = apogee_table()
+    table = table[table["star"] == "k_giant"]
+    table["c_m"] = [-0.35]                       # [C/M] alone passes -0.4 < [C/Fe]
+    assert len(select_apogee_common(table).table) == 1
+    table["m_h"], table["fe_h"] = [-0.2], [0.0]  # with [Fe/H]: [C/Fe] = [C/M] + [M/H] - [Fe/H] = -0.55
+    assert len(select_apogee_common(table).table) == 0
+    table["c_fe"] = [0.1]                        # a c_fe column is used as it is
+    assert len(select_apogee_common(table).table) == 1
 
 
 def test_apogee_criteria_are_parameters():
     criteria = apogee_common_criteria(min_apogee_snr=60.0, teff_range=(3500.0, 5700.0))
     kept = set(select_apogee_common(apogee_table(), criteria=criteria).table["star"])
-    assert kept == set(PASSING) | {"low_apogee_snr", "too_hot"}
-    without_duplicates = [c for c in apogee_common_criteria() if c.name != "unique_apogee_id"]
-    assert "duplicate" in set(select_apogee_common(apogee_table(), criteria=without_duplicates).table["star"])
+    assert kept == (set(PASSING) - {"cool_dwarf_edge"}) | {"low_apogee_snr", "too_hot"}
 
 
 def test_missing_lamost_column_is_explained():
@@ -202,7 +221,7 @@ def test_custom_criteria_and_name_checks():
     table = apogee_table()
     even = Criterion("even_rows", "every other row", (), lambda t: np.arange(len(t)) % 2 == 0)
     selection = apply_criteria(table, [even])
-    assert isinstance(selection, Selection) and selection.counts == {"input": 18, "even_rows": 9}
+    assert isinstance(selection, Selection) and selection.counts == {"input": 15, "even_rows": 8}
     with pytest.raises(ValueError, match="unique"):
         apply_criteria(table, [even, even])
     wrong = Criterion("wrong_shape", "bad", (), lambda t: np.ones(3, dtype=bool))
