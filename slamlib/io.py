@@ -187,6 +187,9 @@ def read_lamost(path: str | Path, *, obsid: int | None = None) -> Spectrum:
         If the file is not a LAMOST low-resolution spectrum in a known layout.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a LAMOST spectrum file; name the FITS file itself "
+                         "(e.g. a path column entry spectra/spec-....fits).")
     if not path.is_file():
         raise ValueError(f"LAMOST spectrum file {path} does not exist.")
     if path.stat().st_size == 0:

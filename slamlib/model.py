@@ -10,7 +10,11 @@ runner (:mod:`slamlib.runner`: this process by default, a checkpoint or a Dask c
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,13 @@ from sklearn.base import BaseEstimator
 
 from slamlib import modelfile
 from slamlib.ensemble import EnsemblePrediction
-from slamlib.fitting import GaussianPrior, PredictionResult
+from slamlib.fitting import (
+    GaussianPrior,
+    PredictionResult,
+    TrustLimits,
+    cv_fit_quality,
+    warn_if_not_normalized,
+)
 from slamlib.runner import LocalRunner, PredictionRunner, TrainingRunner
 from slamlib.scaling import Standardizer
 from slamlib.state import FittedState
@@ -28,7 +38,8 @@ from slamlib.svr.backend import BACKEND_NAMES, Backend, get_backend
 from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs
 
-__all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS"]
+__all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS", "LABEL_RANGES", "SENTINEL_VALUES", "LabelCheck",
+           "DuplicateTrainingRowsWarning", "check_training_labels", "duplicate_rows"]
 
 #: The sparse grid of the paper's Section 3 (LASP test).
 PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
@@ -38,6 +49,124 @@ PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 #: solutions verified against the exact KKT conditions) and "libsvm" (one scikit-learn SVR per
 #: pixel, the reference). Both keep the CV fold models.
 BACKENDS = BACKEND_NAMES
+
+
+#: Physical ranges (inclusive) of the paper's label names, physical units: a training label outside its
+#: range is a unit mix-up, a typo or a sentinel, never a star. Wide on purpose (they only catch
+#: impossible values): Teff 2,000-60,000 K covers M dwarfs to O stars; log g -1 to 9.5 dex
+#: supergiants to white dwarfs; [Fe/H] and [M/H] -6 to +1.5 dex the most metal-poor stars known
+#: to the most metal-rich; [alpha/M] -1 to +1.5; [C/M] and [N/M] -3 to +4 (carbon-enhanced
+#: metal-poor stars reach +3). Other label names have no range; override or extend with
+#: ``SlamModel.fit(..., label_ranges={"logg": (0.0, 5.5)})`` or ``slam train --label-range``.
+LABEL_RANGES: dict[str, tuple[float, float]] = {
+    "teff": (2000.0, 60000.0),
+    "logg": (-1.0, 9.5),
+    "feh": (-6.0, 1.5),
+    "m_h": (-6.0, 1.5),
+    "alpha_m": (-1.0, 1.5),
+    "c_m": (-3.0, 4.0),
+    "n_m": (-3.0, 4.0),
+}
+
+#: Values that catalogues use for "no measurement"; a training label equal to one of them is refused
+#: whatever its name.
+SENTINEL_VALUES = (-9999.0, -999.0, -99999.0, 9999.0, 99999.0, -9999.99, -999.99)
+
+
+class DuplicateTrainingRowsWarning(UserWarning):
+    """The training set holds the same star (labels and spectrum) more than once."""
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """Training rows whose labels are sentinels or outside the physical ranges.
+
+    Attributes
+    ----------
+    bad : ndarray of bool, shape (n_star,)
+        Rows with at least one refused label.
+    reason : ndarray of str, shape (n_star,)
+        What is wrong with each bad row (empty for good rows), e.g. ``"logg = -9999 (sentinel)"``.
+    """
+
+    bad: np.ndarray
+    reason: np.ndarray
+
+    def summary(self, limit: int = 5) -> str:
+        """The first ``limit`` bad rows and their reasons, one phrase."""
+        rows = np.flatnonzero(self.bad)
+        shown = "; ".join(f"row {row}: {self.reason[row]}" for row in rows[:limit])
+        return shown + (f"; and {rows.size - limit} more" if rows.size > limit else "")
+
+
+def _label_ranges(label_ranges: Mapping[str, tuple[float, float]] | None) -> dict[str, tuple[float, float]]:
+    ranges = dict(LABEL_RANGES)
+    for name, bounds in (label_ranges or {}).items():
+        if bounds is None:
+            ranges.pop(str(name), None)
+            continue
+        try:
+            low, high = (float(value) for value in bounds)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"label_ranges[{name!r}] must be (low, high) or None, got {bounds!r}.") from error
+        if not low < high:
+            raise ValueError(f"label_ranges[{name!r}] = {bounds!r}: low must be below high.")
+        ranges[str(name)] = (low, high)
+    return ranges
+
+
+def check_training_labels(labels: np.ndarray, label_names: list[str], *,
+                          label_ranges: Mapping[str, tuple[float, float]] | None = None) -> LabelCheck:
+    """Find training labels that are sentinel values or outside their physical range.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (n_star, n_label)
+        Physical units; non-finite values are not judged here (``fit`` refuses them).
+    label_names : list of str
+    label_ranges : dict of str to (low, high), optional
+        Ranges replacing or extending :data:`LABEL_RANGES`; ``None`` as a value removes a range.
+
+    Returns
+    -------
+    LabelCheck
+    """
+    labels = np.atleast_2d(np.asarray(labels, dtype=float))
+    ranges = _label_ranges(label_ranges)
+    reason = np.full(labels.shape[0], "", dtype=object)
+    for column, name in enumerate(label_names):
+        values = labels[:, column]
+        sentinel = np.isin(values, SENTINEL_VALUES)
+        bounds = ranges.get(name)
+        with np.errstate(invalid="ignore"):
+            outside = (~sentinel & np.isfinite(values) & ((values < bounds[0]) | (values > bounds[1]))
+                       if bounds is not None else np.zeros(values.size, dtype=bool))
+        for row in np.flatnonzero(sentinel | outside):
+            text = (f"{name} = {values[row]:g} (a sentinel value)" if sentinel[row]
+                    else f"{name} = {values[row]:g} outside {bounds[0]:g} to {bounds[1]:g}")
+            reason[row] = f"{reason[row]}, {text}" if reason[row] else text
+    return LabelCheck(reason != "", reason.astype(str))
+
+
+def duplicate_rows(flux: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
+    """Groups of training rows with identical labels and identical flux.
+
+    Parameters
+    ----------
+    flux : ndarray, shape (n_star, n_pix)
+    labels : ndarray, shape (n_star, n_label)
+
+    Returns
+    -------
+    list of ndarray of int
+        Each group's rows (two or more), in row order.
+    """
+    flux = np.ascontiguousarray(np.asarray(flux, dtype=float))
+    labels = np.ascontiguousarray(np.asarray(labels, dtype=float))
+    groups: dict[bytes, list[int]] = {}
+    for row in range(flux.shape[0]):
+        groups.setdefault(labels[row].tobytes() + flux[row].tobytes(), []).append(row)
+    return [np.array(rows) for rows in groups.values() if len(rows) > 1]
 
 
 def _validate_grid(param_grid: dict[str, Any]) -> dict[str, list[float]]:
@@ -136,7 +265,7 @@ class SlamModel(BaseEstimator):
 
     # ------------------------------------------------------------------ training
     @staticmethod
-    def _check_training_input(flux, ivar, labels, label_names):
+    def _check_training_input(flux, ivar, labels, label_names, label_ranges=None):
         flux = np.asarray(flux, dtype=float)
         ivar = np.asarray(ivar, dtype=float)
         labels = np.asarray(labels, dtype=float)
@@ -154,6 +283,30 @@ class SlamModel(BaseEstimator):
         label_names = [str(name) for name in label_names]
         if len(label_names) != labels.shape[1]:
             raise ValueError(f"{len(label_names)} label names for {labels.shape[1]} labels.")
+        repeated = sorted({name for name in label_names if label_names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"label names {repeated} appear more than once in {label_names}; give each label once.")
+        check = check_training_labels(labels, label_names, label_ranges=label_ranges)
+        if check.bad.any():
+            raise ValueError(
+                f"{int(check.bad.sum())} of {labels.shape[0]} training stars have sentinel or unphysical labels "
+                f"({check.summary()}); drop those stars (slam train leaves them out), or widen a range with "
+                "label_ranges={name: (low, high)} if the values are real."
+            )
+        for column, name in enumerate(label_names):
+            if np.ptp(labels[:, column]) == 0:
+                raise ValueError(f"label {name!r} has the same value ({labels[0, column]:g}) for every training star, "
+                                 "so SLAM cannot learn how the flux depends on it; drop it from the labels.")
+        if labels.shape[1] > 1:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                correlation = np.corrcoef(labels, rowvar=False)
+            for first in range(labels.shape[1]):
+                for second in range(first + 1, labels.shape[1]):
+                    if abs(correlation[first, second]) > 1 - 1e-9:
+                        raise ValueError(
+                            f"labels {label_names[first]!r} and {label_names[second]!r} are the same label (one is "
+                            "a linear function of the other in every training star), so the spectrum cannot tell "
+                            "them apart; keep one of them.")
         good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
         empty_rows = np.flatnonzero(~good.any(axis=1))
         if empty_rows.size:
@@ -161,6 +314,15 @@ class SlamModel(BaseEstimator):
                 f"training spectra {empty_rows[:10].tolist()} have no good pixel (ivar <= 0 or non-finite "
                 "everywhere); remove them from the training set."
             )
+        warn_if_not_normalized(flux, good, what="training spectra", stacklevel=4)
+        duplicates = duplicate_rows(np.where(good, flux, np.nan), labels)
+        if duplicates:
+            shown = ", ".join(str(group.tolist()) for group in duplicates[:5])
+            warnings.warn(
+                f"{sum(group.size - 1 for group in duplicates)} training rows repeat another row's labels and flux "
+                f"(rows {shown}{' ...' if len(duplicates) > 5 else ''}); a repeated star weighs twice in the fit and "
+                "can sit in two CV folds, which makes the CV scores optimistic. Drop the copies.",
+                DuplicateTrainingRowsWarning, stacklevel=4)
         return flux, labels, good, label_names
 
     def fit(
@@ -172,6 +334,7 @@ class SlamModel(BaseEstimator):
         *,
         wave: np.ndarray | None = None,
         runner: TrainingRunner | None = None,
+        label_ranges: Mapping[str, tuple[float, float]] | None = None,
     ) -> "SlamModel":
         """Train one SVR per pixel, choosing (C, gamma) by k-fold cross-validation.
 
@@ -183,7 +346,12 @@ class SlamModel(BaseEstimator):
             Its inverse variance; pixels with ivar <= 0 or non-finite values are left
             out of that pixel's fits and CV scores.
         labels : ndarray, shape (n_star, n_label)
-            Training labels in physical units.
+            Training labels in physical units. Refused (ValueError naming the rows): NaN or inf,
+            sentinel values (:data:`SENTINEL_VALUES`, e.g. -9999), values outside the label's
+            physical range (:data:`LABEL_RANGES`, for the paper's label names), a label with one
+            value for every star, and a label repeated (the same name twice, or one column a
+            linear function of another). Rows repeating another row's labels and flux are
+            reported with a :class:`DuplicateTrainingRowsWarning`.
         label_names : list of str, optional
         wave : ndarray, shape (n_pix,), optional
             The wavelength grid, stored with the model.
@@ -193,14 +361,23 @@ class SlamModel(BaseEstimator):
             block by block and writes every finished block to a checkpoint directory, so an
             interrupted fit resumes; :class:`slamlib.pipeline.scaleout.DaskRunner` trains on a
             Dask cluster. Every runner gives the same model bit for bit.
+        label_ranges : dict of str to (low, high), optional
+            Physical ranges replacing or extending :data:`LABEL_RANGES` (``None`` removes one).
 
         Returns
         -------
         SlamModel
             ``self``, fitted.
+
+        Warns
+        -----
+        NotNormalizedWarning
+            If training spectra are plainly not continuum-normalized.
+        DuplicateTrainingRowsWarning
+            If rows repeat.
         """
         param_grid, epsilon, n_folds, backend = self._checked_parameters()
-        flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names)
+        flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names, label_ranges)
         if wave is not None and np.shape(wave) != (flux.shape[1],):
             raise ValueError(f"wave has shape {np.shape(wave)}, expected ({flux.shape[1]},).")
         runner = LocalRunner() if runner is None else runner
@@ -214,8 +391,10 @@ class SlamModel(BaseEstimator):
                                   min_good_stars=2 * n_folds)
         start = time.perf_counter()
         result = runner.train(problem, backend, n_jobs=int(self.n_jobs))
-        self.state_ = FittedState(result, flux_scaler, label_scaler, tuple(label_names),
-                                  None if wave is None else np.asarray(wave, dtype=float))
+        state = FittedState(result, flux_scaler, label_scaler, tuple(label_names),
+                            None if wave is None else np.asarray(wave, dtype=float))
+        cv_rchi2, cv_max_residual = cv_fit_quality(flux, ivar, labels, state)
+        self.state_ = dataclasses.replace(state, cv_rchi2=cv_rchi2, cv_max_residual=cv_max_residual)
         self.training_seconds_ = time.perf_counter() - start
         return self
 
@@ -327,6 +506,8 @@ class SlamModel(BaseEstimator):
         method: str = "batched",
         runner: PredictionRunner | None = None,
         ensemble: bool = False,
+        clip_sigma: float | None = None,
+        trust_limits: TrustLimits | None = None,
     ) -> "PredictionResult | EnsemblePrediction":
         """Labels of one spectrum or a batch by maximum likelihood (Eq. 8).
 
@@ -354,17 +535,37 @@ class SlamModel(BaseEstimator):
             whose ``ensemble_errors`` (grouped jackknife over the sub-models) measure how much
             the labels depend on the training set, and ``total_errors`` add them to the formal
             errors in quadrature (paper Section 5.2). Costs k + 1 fits per spectrum.
+        clip_sigma : float, optional
+            Iteratively clip pixels more than ``clip_sigma`` sigma from the model and refit
+            (:func:`slamlib.fitting.predict_labels`); default: no clipping.
+        trust_limits : TrustLimits, optional
+            Fit-quality limits of ``good_fit`` (default: from the model's CV residuals,
+            :attr:`slamlib.state.FittedState.trust_limits`).
 
         Returns
         -------
         PredictionResult or EnsemblePrediction
             ``labels``, ``errors``, ``cov``, ``converged``, ``rchi2``, ``rms``, ``n_iter``,
-            ``reason``; spectra that cannot be fitted are flagged, not raised. With
+            ``good_fit``, ``extrapolated``, ``trusted`` and ``reason``; spectra that cannot be
+            fitted are flagged, not raised. Use the rows with ``trusted``. With
             ``ensemble=True`` an :class:`~slamlib.ensemble.EnsemblePrediction` wrapping it.
+
+        Warns
+        -----
+        NotNormalizedWarning
+            If spectra are plainly not continuum-normalized (they are not trusted).
         """
         state = self._require_fitted()
         runner = self._prediction_runner(runner)
+        if ivar is None:
+            raise ValueError("predict needs ivar, the inverse variance of the flux (shape of flux). Without one, "
+                             "pass ivar = numpy.full_like(flux, snr**2) for spectra of signal-to-noise snr per pixel "
+                             "(a normalized continuum of 1 has variance 1/snr**2), with 0 at bad pixels.")
         options = {"prior": prior, "n_jobs": self.n_jobs if n_jobs is None else n_jobs, "method": method}
+        if clip_sigma is not None:
+            options["clip_sigma"] = clip_sigma
+        if trust_limits is not None:
+            options["trust_limits"] = trust_limits
         prediction = runner.predict_labels(flux, ivar, state, **options)
         if not ensemble:
             return prediction

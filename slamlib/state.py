@@ -17,13 +17,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slamlib.scaling import Standardizer
 from slamlib.svr.kernel import KernelExpansion
 from slamlib.svr.result import TrainingResult
+
+if TYPE_CHECKING:
+    from slamlib.fitting import TrustLimits
 
 __all__ = ["FittedState", "STATE_ARRAYS"]
 
@@ -49,6 +52,10 @@ class FittedState:
     start_stars : ndarray of int, optional
         Training stars whose model spectra seed the initial guess (default: all; a CV
         sub-model uses the stars it was trained on).
+    cv_rchi2, cv_max_residual : ndarray, shape (n_train,), optional
+        How well the CV sub-models describe the training stars they did not see
+        (:func:`slamlib.fitting.cv_fit_quality`): they set :attr:`trust_limits`. None for
+        models saved before slamlib recorded them.
     """
 
     training: TrainingResult
@@ -57,11 +64,22 @@ class FittedState:
     label_names: tuple[str, ...]
     wave: np.ndarray | None = None
     start_stars: np.ndarray | None = None
+    cv_rchi2: np.ndarray | None = None
+    cv_max_residual: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_names", tuple(str(name) for name in self.label_names))
         if len(self.label_names) != self.expansion.n_label:
             raise ValueError(f"{len(self.label_names)} label names for a model of {self.expansion.n_label} labels.")
+
+    @property
+    def trust_limits(self) -> TrustLimits:
+        """The fit-quality limits of a trusted prediction (:class:`slamlib.fitting.TrustLimits`)."""
+        from slamlib.fitting import TrustLimits
+
+        if self.cv_rchi2 is None or self.cv_max_residual is None:
+            return TrustLimits.default()
+        return TrustLimits.from_cv_residuals(self.cv_rchi2, self.cv_max_residual)
 
     @property
     def expansion(self) -> KernelExpansion:
@@ -144,7 +162,7 @@ class FittedState:
         -------
         arrays : dict of str to ndarray
             :data:`STATE_ARRAYS`, the training result's arrays, ``wave`` if known and
-            ``fold_of_star`` with the CV models.
+            ``fold_of_star`` with the CV models, ``cv_rchi2`` and ``cv_max_residual`` if known.
         metadata : dict
             ``label_names``.
         """
@@ -156,6 +174,9 @@ class FittedState:
             arrays["wave"] = np.asarray(self.wave, dtype=float)
         if "fold_dual_coef" in arrays:
             arrays["fold_of_star"] = self.training.fold_of_star
+        if self.cv_rchi2 is not None and self.cv_max_residual is not None:
+            arrays["cv_rchi2"] = np.asarray(self.cv_rchi2, dtype=float)
+            arrays["cv_max_residual"] = np.asarray(self.cv_max_residual, dtype=float)
         return arrays, {"label_names": list(self.label_names)}
 
     @classmethod
@@ -175,4 +196,5 @@ class FittedState:
         training = TrainingResult.from_arrays(arrays, arrays["support_labels"], arrays.get("fold_of_star"))
         return cls(training=training, flux_scaler=Standardizer(arrays["flux_mean"], arrays["flux_scale"]),
                    label_scaler=Standardizer(arrays["label_mean"], arrays["label_scale"]),
-                   label_names=tuple(metadata["label_names"]), wave=arrays.get("wave"))
+                   label_names=tuple(metadata["label_names"]), wave=arrays.get("wave"),
+                   cv_rchi2=arrays.get("cv_rchi2"), cv_max_residual=arrays.get("cv_max_residual"))

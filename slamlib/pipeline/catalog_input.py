@@ -30,7 +30,7 @@ import numpy as np
 from astropy.table import Table
 
 from slamlib.files import atomic_write
-from slamlib.io import read_lamost
+from slamlib.io import SPEED_OF_LIGHT_KM_S, read_lamost
 from slamlib.pipeline.progress import make_progress_bar
 from slamlib.preprocess import prepare
 
@@ -295,6 +295,7 @@ def load_spectrum_files(
     if bar is not None:
         bar.close()
     if spectra:
+        spectrum_of_row = {row: index for index, row in enumerate(positions)}
         try:
             prepared = [prepare(spectra, wave_grid, n_jobs=n_jobs)]
             groups = [positions]
@@ -309,4 +310,24 @@ def load_spectrum_files(
         for result, group in zip(prepared, groups):
             flux[group] = result.flux
             ivar[group] = result.ivar
+            for row, rv_km_s in zip(group, result.rv_km_s):
+                spectrum = spectra[spectrum_of_row[row]]
+                if not np.any(ivar[row] > 0) and not reason[row]:
+                    reason[row] = _coverage_reason(spectrum, float(rv_km_s), wave_grid)
     return PreparedInput(flux, ivar, reason.astype(str))
+
+
+def _coverage_reason(spectrum, rv_km_s: float, wave_grid: np.ndarray) -> str:
+    """Why a read spectrum has no good pixel on the grid: its wavelengths miss the grid, or its pixels are bad."""
+    wave = np.asarray(spectrum.wave, dtype=float)
+    finite = wave[np.isfinite(wave)]
+    if finite.size == 0:
+        return "unusable spectrum: no finite wavelength"
+    rest = finite / (1.0 + rv_km_s / SPEED_OF_LIGHT_KM_S)
+    grid_low, grid_high = float(np.min(wave_grid)), float(np.max(wave_grid))
+    if rest.max() < grid_low or rest.min() > grid_high:
+        return (f"unusable spectrum: its wavelengths ({rest.min():.0f}-{rest.max():.0f} A in the rest frame, "
+                f"rv {rv_km_s:.4g} km/s) do not overlap the model grid ({grid_low:.0f}-{grid_high:.0f} A); check "
+                "the file's wavelength calibration and its redshift (header Z).")
+    return ("unusable spectrum: no good pixel on the model grid (ivar <= 0, masked or non-finite everywhere there); "
+            "check the file's ivar and OR mask.")

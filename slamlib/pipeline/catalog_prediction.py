@@ -8,17 +8,25 @@ same *chunk key*: a SHA-256 over the model file's checksum, the label names, the
 extrapolation margin and the chunk's input (the flux/ivar bytes of an arrays file, or the
 paths, sizes and modification times of the spectrum files); otherwise it is recomputed.
 
+Every chunk file also carries the FITS ``CHECKSUM``/``DATASUM`` of its table: a chunk whose
+bytes changed after it was written (a flipped bit, a truncated copy) is recomputed, never reused.
+
 No spectrum stops a run. A row whose file cannot be read gets reason
 ``"unreadable file: ..."``; a spectrum whose fit raises is fitted again alone and, if it
 still fails, gets ``"prediction failed: ..."``. Every row satisfies:
 
-* ``converged`` False implies a non-empty ``reason``;
 * labels, errors or chi-square that are not finite imply ``converged`` False;
+* ``good_fit`` is True when the fit's rchi2 and largest normalized pixel residual lie within
+  what the model's own CV residuals allow and the flux looks continuum-normalized
+  (:class:`slamlib.fitting.TrustLimits`): a spike, a cosmic ray, an un-normalized spectrum or a
+  wrong redshift fails it even when the optimizer converged;
 * ``extrapolated`` is True when a label lies outside the training range widened by
   :data:`EXTRAPOLATION_MARGIN` of that range on each side (SLAM's kernel model is not
-  constrained there; such labels are extrapolations, even when the fit converged).
+  constrained there; such labels are extrapolations, even when the fit converged);
+* ``trusted = converged & good_fit & ~extrapolated``, and ``reason`` is empty exactly for
+  trusted rows (otherwise it says every reason the row is not trusted).
 
-Trustworthy rows are therefore ``converged & ~extrapolated``.
+Use the rows with ``trusted``.
 """
 
 from __future__ import annotations
@@ -32,22 +40,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table, vstack
 
+import slamlib
 from slamlib.files import atomic_write
-from slamlib.fitting import PredictionResult
+from slamlib.fitting import (
+    EXTRAPOLATION_MARGIN,
+    NotNormalizedWarning,
+    PredictionResult,
+    extrapolated_labels,
+)
 from slamlib.model import SlamModel
 from slamlib.pipeline.catalog_input import PreparedInput, median_snr
 from slamlib.pipeline.progress import make_progress_bar
 from slamlib.runner import PredictionRunner
 
-__all__ = ["EXTRAPOLATION_MARGIN", "ChunkSource", "flag_extrapolation", "predict_catalogue", "predict_rows",
+__all__ = ["EXTRAPOLATION_MARGIN", "LABEL_UNITS", "ChunkSource", "add_units", "flag_extrapolation", "predict_catalogue", "predict_rows",
            "training_label_range", "write_table_atomically"]
 
-#: Fraction of each label's training range by which a label may exceed that range
-#: before the row is flagged ``extrapolated``.
-EXTRAPOLATION_MARGIN = 0.05
-_CHUNK_FORMAT = 1
+_CHUNK_FORMAT = 2
+_OUTSIDE_RANGE = "labels outside the training range"
 _LOG = logging.getLogger(__name__)
 
 
@@ -96,10 +109,7 @@ def flag_extrapolation(labels: np.ndarray, low: np.ndarray, high: np.ndarray,
     -------
     ndarray of bool, shape (n_spec,)
     """
-    span = np.asarray(high, dtype=float) - np.asarray(low, dtype=float)
-    with np.errstate(invalid="ignore"):
-        outside = (labels < low - margin * span) | (labels > high + margin * span)
-    return np.any(outside & np.isfinite(labels), axis=1)
+    return np.any(extrapolated_labels(labels, low, high, margin), axis=1)
 
 
 def _failed(model: SlamModel, n_spec: int, reason: str) -> PredictionResult:
@@ -110,28 +120,35 @@ def _failed(model: SlamModel, n_spec: int, reason: str) -> PredictionResult:
         rchi2=np.full(n_spec, np.nan), rms=np.full(n_spec, np.nan), n_iter=np.zeros(n_spec, dtype=int),
         n_good_pixels=np.zeros(n_spec, dtype=int), initial_labels=np.full((n_spec, n_label), np.nan),
         reason=np.full(n_spec, reason, dtype=object), label_names=list(model.label_names_),
+        good_fit=np.zeros(n_spec, dtype=bool), max_residual=np.full(n_spec, np.nan),
+        n_clipped=np.zeros(n_spec, dtype=int), extrapolated=np.zeros(n_spec, dtype=bool),
     )
 
 
 def _predict_guarded(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, n_jobs: int,
-                     runner: PredictionRunner | None = None) -> PredictionResult:
+                     runner: PredictionRunner | None = None, clip_sigma: float | None = None) -> PredictionResult:
     """``model.predict`` (with ``runner``, e.g. on a cluster, if given); if the batch raises, each
     spectrum alone on this machine, flagging those that fail."""
     n_spec = flux.shape[0]
     # Hostile spectra (huge or tiny values) make numpy warn; the outcome is checked row by row afterwards.
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("always", NotNormalizedWarning)
         try:
-            return model.predict(flux, ivar, n_jobs=n_jobs, runner=runner)
+            result = model.predict(flux, ivar, n_jobs=n_jobs, runner=runner, clip_sigma=clip_sigma)
         except Exception as batch_error:  # one bad spectrum must not cost the chunk
             _LOG.info("a chunk failed as a whole (%s); fitting its %d spectra one by one.", batch_error, n_spec)
-        parts = []
-        for row in range(n_spec):
-            try:
-                parts.append(model.predict(flux[row:row + 1], ivar[row:row + 1], n_jobs=1))
-            except Exception as error:
-                parts.append(_failed(model, 1, f"prediction failed: {type(error).__name__}: {error}"))
-    return PredictionResult.combine(parts, [np.array([row]) for row in range(n_spec)], n_spec)
+            parts = []
+            for row in range(n_spec):
+                try:
+                    parts.append(model.predict(flux[row:row + 1], ivar[row:row + 1], n_jobs=1, clip_sigma=clip_sigma))
+                except Exception as error:
+                    parts.append(_failed(model, 1, f"prediction failed: {type(error).__name__}: {error}"))
+            result = PredictionResult.combine(parts, [np.array([row]) for row in range(n_spec)], n_spec)
+    unnormalized = [warning for warning in caught if issubclass(warning.category, NotNormalizedWarning)]
+    if unnormalized:
+        _LOG.warning("%s", unnormalized[0].message)
+    return result
 
 
 def predict_rows(
@@ -141,6 +158,7 @@ def predict_rows(
     n_jobs: int = 1,
     margin: float = EXTRAPOLATION_MARGIN,
     runner: PredictionRunner | None = None,
+    clip_sigma: float | None = None,
 ) -> Table:
     """Fit prepared spectra and return one flagged catalogue row per spectrum.
 
@@ -155,13 +173,16 @@ def predict_rows(
         See :func:`flag_extrapolation`.
     runner : PredictionRunner, optional
         Where the fits run (:meth:`SlamModel.predict`); None: on this machine.
+    clip_sigma : float, optional
+        Iterative outlier clipping (:func:`slamlib.fitting.predict_labels`); None: none.
 
     Returns
     -------
     astropy.table.Table
-        Columns: one per label and ``<label>_err``, ``rchi2``, ``rms``, ``converged``,
-        ``extrapolated``, ``n_iter``, ``n_good_pixels``, ``snr`` (median S/N per pixel of
-        the input over the model grid) and ``reason``.
+        Columns: one per label and ``<label>_err``, ``rchi2``, ``rms``, ``max_residual``,
+        ``converged``, ``good_fit``, ``extrapolated``, ``trusted``, ``n_iter``,
+        ``n_good_pixels``, ``n_clipped``, ``snr`` (median S/N per pixel of the input over the
+        model grid) and ``reason`` (empty exactly when ``trusted``).
     """
     n_spec = len(prepared)
     input_reason = np.asarray(prepared.reason, dtype=object)
@@ -169,7 +190,8 @@ def predict_rows(
     unusable = np.flatnonzero(input_reason != "")
     parts, positions = [], []
     if usable.size:
-        parts.append(_predict_guarded(model, prepared.flux[usable], prepared.ivar[usable], n_jobs, runner))
+        parts.append(_predict_guarded(model, prepared.flux[usable], prepared.ivar[usable], n_jobs, runner,
+                                      clip_sigma))
         positions.append(usable)
     if unusable.size:
         parts.append(dataclasses.replace(_failed(model, unusable.size, ""), reason=input_reason[unusable]))
@@ -179,15 +201,27 @@ def predict_rows(
     result = PredictionResult.combine(parts, positions, n_spec)
 
     converged = result.converged.copy()
-    reason = np.array([str(text) for text in result.reason], dtype=object)
     finite_labels = np.all(np.isfinite(result.labels), axis=1)
     finite_fit = np.all(np.isfinite(result.errors), axis=1) & np.isfinite(result.rchi2)
     broken = converged & ~(finite_labels & finite_fit)
     converged &= ~broken
-    reason[broken & ~finite_labels] = "non-finite labels"
-    reason[broken & finite_labels] = "non-finite errors or chi-square"
-    reason[~converged & (reason == "")] = "not converged"
     low, high = training_label_range(model)
+    extrapolated = flag_extrapolation(result.labels, low, high, margin)
+    outside = extrapolated_labels(result.labels, low, high, margin)
+    good_fit = result.good_fit & finite_labels & finite_fit
+    trusted = converged & good_fit & ~extrapolated
+    reason = []
+    for row in range(n_spec):
+        # The core judged the range with its default margin; this catalogue's margin decides here.
+        parts = [part for part in str(result.reason[row]).split("; ") if part and not part.startswith(_OUTSIDE_RANGE)]
+        if broken[row]:
+            parts.insert(0, "non-finite labels" if not finite_labels[row] else "non-finite errors or chi-square")
+        if extrapolated[row]:
+            names = [name for name, flag in zip(result.label_names, outside[row]) if flag]
+            parts.append(f"{_OUTSIDE_RANGE}: {', '.join(names)}")
+        if not trusted[row] and not parts:
+            parts.append("not converged" if not converged[row] else "poor fit")
+        reason.append("; ".join(parts))
 
     table = Table()
     for index, name in enumerate(result.label_names):
@@ -195,33 +229,54 @@ def predict_rows(
         table[f"{name}_err"] = result.errors[:, index]
     table["rchi2"] = result.rchi2
     table["rms"] = result.rms
+    table["max_residual"] = result.max_residual
     table["converged"] = converged
-    table["extrapolated"] = flag_extrapolation(result.labels, low, high, margin)
+    table["good_fit"] = good_fit
+    table["extrapolated"] = extrapolated
+    table["trusted"] = trusted
     table["n_iter"] = result.n_iter.astype(np.int32)
     table["n_good_pixels"] = result.n_good_pixels.astype(np.int32)
+    table["n_clipped"] = result.n_clipped.astype(np.int32)
     table["snr"] = median_snr(prepared.flux, prepared.ivar)
-    table["reason"] = np.array(reason.tolist() or [""], dtype=str)[:n_spec]
+    table["reason"] = np.array(reason or [""], dtype=str)[:n_spec]
     return table
 
 
-def _chunk_key(model_checksum: str, label_names: list[str], margin: float, fingerprint: str) -> str:
+def _chunk_key(model_checksum: str, label_names: list[str], margin: float, fingerprint: str,
+               clip_sigma: float | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(f"{_CHUNK_FORMAT}|{model_checksum}|{','.join(label_names)}|{margin!r}|{fingerprint}".encode())
+    if clip_sigma is not None:
+        digest.update(f"|clip={clip_sigma!r}".encode())
     return digest.hexdigest()
 
 
 def write_table_atomically(table: Table, path: str | Path) -> None:
-    """Write a FITS table to a temporary name in the same folder, then rename it into place."""
-    atomic_write(path, lambda temporary: table.write(temporary, format="fits", overwrite=True), to_path=True)
+    """Write a FITS table (with ``CHECKSUM``/``DATASUM``) to a temporary name in the same folder, then rename it."""
+    def write(handle) -> None:
+        hdu = fits.table_to_hdu(table)
+        hdu.add_checksum(when="HDU checksum")  # a fixed comment (astropy's default is the time): same bytes every run
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(handle)
+
+    atomic_write(path, write)
 
 
 def _read_chunk(path: Path, key: str) -> Table | None:
     if not path.exists():
         return None
     try:
-        table = Table.read(path, format="fits", mask_invalid=False, character_as_bytes=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged file is judged by its checksum below
+            with fits.open(path, memmap=False, checksum=False) as hdul:
+                hdu = hdul[1]
+                intact = hdu.verify_checksum() == 1
+                table = Table.read(hdu, mask_invalid=False, character_as_bytes=False) if intact else None
     except Exception as error:  # a damaged chunk is recomputed
         _LOG.warning("recomputing damaged chunk %s (%s).", path.name, error)
+        return None
+    if table is None:
+        _LOG.warning("recomputing chunk %s: its checksum does not match its content (the file was damaged or "
+                     "modified).", path.name)
         return None
     if table.meta.get("CHUNKKEY") != key:
         _LOG.info("recomputing chunk %s: its input or the model changed.", path.name)
@@ -240,6 +295,7 @@ def predict_catalogue(
     keep_chunks: bool = False,
     margin: float = EXTRAPOLATION_MARGIN,
     runner: PredictionRunner | None = None,
+    clip_sigma: float | None = None,
 ) -> Table:
     """Predict labels for every row of a catalogue, resumably, and write a FITS catalogue.
 
@@ -264,12 +320,16 @@ def predict_catalogue(
         Where every chunk is fitted (:meth:`SlamModel.predict`), e.g. a Dask cluster
         (:class:`slamlib.pipeline.scaleout.DaskRunner`); None: on this machine. Spectra are
         read and prepared here either way.
+    clip_sigma : float, optional
+        Iterative outlier clipping of every fit (:func:`slamlib.fitting.predict_labels`).
 
     Returns
     -------
     astropy.table.Table
         The catalogue: ``row`` (index in the input), the source's extra columns, then the
-        columns of :func:`predict_rows`.
+        columns of :func:`predict_rows`, with units (:data:`LABEL_UNITS`) and, in its header,
+        the model's checksum (``MODELSHA``), label names (``LABELS``), the slamlib version
+        (``SLAMVER``), the extrapolation margin (``EXTRAPM``) and ``CLIPSIG``.
     """
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
@@ -287,14 +347,15 @@ def predict_catalogue(
         for start in starts:
             stop = min(start + chunk_size, source.n_spec)
             path = work / f"rows-{start:010d}-{stop:010d}.fits"
-            key = _chunk_key(model_checksum, label_names, margin, source.fingerprint(start, stop))
+            key = _chunk_key(model_checksum, label_names, margin, source.fingerprint(start, stop), clip_sigma)
             table = _read_chunk(path, key)
             if table is None:
                 table = predict_rows(model, source.load(start, stop), n_jobs=n_jobs, margin=margin,
-                                     runner=runner)
+                                     runner=runner, clip_sigma=clip_sigma)
                 table.add_column(np.arange(start, stop, dtype=np.int64), name="row", index=0)
                 for position, (name, values) in enumerate((source.columns or {}).items()):
                     table.add_column(np.asarray(values)[start:stop], name=name, index=1 + position)
+                _ascii_text_columns(table)
                 table.meta["CHUNKKEY"] = key
                 write_table_atomically(table, path)
             else:
@@ -304,15 +365,52 @@ def predict_catalogue(
     catalogue = vstack(chunks, metadata_conflicts="silent") if chunks else Table()
     catalogue.meta.clear()
     catalogue.meta["MODELSHA"] = model_checksum
+    catalogue.meta["LABELS"] = (",".join(label_names), "labels fitted, in column order")
+    catalogue.meta["SLAMVER"] = (slamlib.__version__, "slamlib version")
     catalogue.meta["EXTRAPM"] = (margin, "extrapolation margin, fraction of label range")
+    catalogue.meta["CLIPSIG"] = (0.0 if clip_sigma is None else float(clip_sigma), "outlier clipping, sigma (0: off)")
+    catalogue.meta["TRUSTED"] = "converged & good_fit & ~extrapolated"
+    catalogue.meta["LABUNITS"] = " ".join(f"{name}[{LABEL_UNITS.get(name, '?')}]" for name in label_names)
+    add_units(catalogue, label_names)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomically(catalogue, output)
     if not keep_chunks:
         shutil.rmtree(work, ignore_errors=True)
     n_failed = int(np.count_nonzero(~catalogue["converged"])) if len(catalogue) else 0
+    n_poor = int(np.count_nonzero(catalogue["converged"] & ~catalogue["good_fit"])) if len(catalogue) else 0
     n_extrapolated = int(np.count_nonzero(catalogue["extrapolated"])) if len(catalogue) else 0
-    _LOG.info("%d spectra: %d not converged (see 'reason'), %d extrapolated; written to %s.",
-              len(catalogue), n_failed, n_extrapolated, output)
+    _LOG.info("%d spectra: %d not converged, %d poor fits, %d extrapolated (see 'reason'); written to %s.",
+              len(catalogue), n_failed, n_poor, n_extrapolated, output)
+    return catalogue
+
+
+def _ascii_text_columns(table: Table) -> None:
+    """Make text columns FITS-safe in place: non-ASCII characters (e.g. in file paths) become ``\\xe9``-style escapes."""
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype.kind not in "UO":
+            continue
+        texts = [str(value) for value in column]
+        escaped = [text.encode("ascii", "backslashreplace").decode("ascii") for text in texts]
+        if escaped != texts:
+            _LOG.info("column %s holds non-ASCII text, which FITS cannot store; written with \\x escapes.", name)
+            table[name] = np.array(escaped or [""], dtype=str)[:len(texts)]
+
+
+#: Units of the paper's labels. Columns get the astropy unit where FITS has one (K); the logarithmic
+#: labels are in dex, which FITS does not define, so they are named in the header card ``LABUNITS``.
+LABEL_UNITS = {"teff": "K", "logg": "dex", "feh": "dex", "m_h": "dex", "alpha_m": "dex", "c_m": "dex", "n_m": "dex"}
+
+
+def add_units(catalogue: Table, label_names: list[str]) -> Table:
+    """Set the FITS-expressible units (K) of label and error columns in place; returns ``catalogue``."""
+    for name in label_names:
+        unit = LABEL_UNITS.get(name)
+        if unit is None or unit == "dex":
+            continue
+        for column in (name, f"{name}_err"):
+            if column in catalogue.colnames:
+                catalogue[column].unit = unit
     return catalogue
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from slamlib.model import BACKENDS
+from slamlib.model import BACKENDS, check_training_labels, duplicate_rows
 from slamlib.pipeline.catalog_input import (
     ArraysFile,
     PreparedInput,
@@ -66,8 +69,10 @@ examples:
   slam train stars.csv --labels teff logg --arrays spectra.npz --output model.npz \\
       --scheduler tcp://10.0.0.1:8786     # one task per block of 32 pixels on a Dask cluster
 
-Spectra with more than --max-bad-pixels bad pixels, unreadable files and rows with missing
-labels are left out (the command says how many). Training is checkpointed block by block
+Spectra with more than --max-bad-pixels bad pixels, unreadable files, rows with missing
+labels and rows with sentinel (-9999...) or unphysical labels (outside the ranges of
+slamlib.model.LABEL_RANGES, e.g. teff 2000-60000 K; change one with --label-range NAME LOW HIGH)
+are left out (the command says how many); repeated rows are reported. Training is checkpointed block by block
 in --checkpoint-dir (default MODEL.checkpoint/): if it is interrupted, run the same command
 again and it resumes where it stopped, giving the same model as an uninterrupted run. A
 checkpoint of other data or parameters is never reused: the command stops with an error;
@@ -82,11 +87,15 @@ examples:
       --scheduler tcp://10.0.0.1:8786     # each chunk fitted on a Dask cluster, 256 spectra per task
 
 The catalogue has one row per input row: row, identifiers (obsid... if in the table), the
-labels and <label>_err, rchi2, rms, converged, extrapolated, n_iter, n_good_pixels, snr and
-reason. A spectrum that cannot be read or fitted is kept with converged = False and its
-reason (e.g. "unreadable file: ..."); extrapolated marks labels beyond the training range
-(widened by 5% of it). Use rows with converged & ~extrapolated. Results are written chunk by
-chunk to OUTPUT.chunks/; rerunning an interrupted command skips the finished chunks.
+labels and <label>_err, rchi2, rms, max_residual, converged, good_fit, extrapolated, trusted,
+n_iter, n_good_pixels, n_clipped, snr and reason. A spectrum that cannot be read or fitted is
+kept with converged = False and its reason (e.g. "unreadable file: ..."); good_fit is False
+when the fit's rchi2 or its worst pixel is far beyond what the model's CV residuals allow, or
+the flux is not continuum-normalized; extrapolated marks labels beyond the training range
+(widened by 5% of it). Use the rows with trusted (= converged & good_fit & ~extrapolated);
+reason says why any other row is not trusted. --clip-sigma 5 refits without pixels more than
+5 sigma off (cosmic rays). Results are written chunk by chunk to OUTPUT.chunks/; rerunning an
+interrupted command skips the finished chunks.
 """
 
 _COD_EPILOG = """\
@@ -117,10 +126,84 @@ def _logging_to_stderr(verbosity: int) -> Iterator[None]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of workers, got {text!r}") from None
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of workers or -1 for all cores, got {text}")
+    return value
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_output_path(output: str | Path, inputs: Sequence[str | Path | None], *, what: str = "--output") -> Path:
+    """Refuse an output path before any work: an input file, a directory, or a folder that cannot be written.
+
+    Parameters
+    ----------
+    output : str or Path
+    inputs : sequence of paths (None entries are ignored)
+        Files the command reads; the output must not overwrite any of them.
+    what : str
+        The option's name, for the message.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        Naming the path and what to do.
+    """
+    output = Path(output)
+    if str(output).strip() == "":
+        raise ValueError(f"{what} is empty; give a file name.")
+    if output.is_dir():
+        raise ValueError(f"{what} {output} is a directory; give a file name inside it, e.g. {output / 'labels.fits'}.")
+    for path in inputs:
+        if path is not None and (_same_file(output, Path(path)) or output.resolve() == Path(path).resolve()):
+            raise ValueError(f"{what} {output} is also an input of this command ({path}); writing it would destroy "
+                             "the input. Choose another output file.")
+    folder = output.parent if str(output.parent) else Path(".")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {output}: {existing} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {output}: the folder {existing} is not writable; choose a folder you can write to.")
+    if output.exists() and not os.access(output, os.W_OK) and not os.access(folder, os.W_OK):
+        raise ValueError(f"{what} {output} exists and cannot be replaced (read-only); choose another output file.")
+    return output
+
+
+def _label_range_options(values: list[list[str]] | None) -> dict[str, tuple[float, float]]:
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, low, high in values or []:
+        try:
+            ranges[name] = (float(low), float(high))
+        except ValueError:
+            raise ValueError(f"--label-range {name} {low} {high}: LOW and HIGH must be numbers.") from None
+        if not ranges[name][0] < ranges[name][1]:
+            raise ValueError(f"--label-range {name} {low} {high}: LOW must be below HIGH.")
+    return ranges
 
 
 def _wave_grid(args: argparse.Namespace) -> np.ndarray:
@@ -149,8 +232,21 @@ def _label_array(table: Table, names: list[str]) -> np.ndarray:
         column = table[name]
         try:
             values = np.ma.filled(np.ma.asarray(column, dtype=float), np.nan)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"label column {name!r} is not numeric ({error}).") from error
+        except (TypeError, ValueError):
+            values = np.full(len(column), np.nan)
+            bad_rows = []
+            for row, value in enumerate(column):
+                if np.ma.is_masked(value):
+                    continue
+                try:
+                    values[row] = float(value)
+                except (TypeError, ValueError):
+                    bad_rows.append(row)
+            shown = ", ".join(f"row {row} ({str(column[row])!r})" for row in bad_rows[:5])
+            raise ValueError(
+                f"label column {name!r} holds {len(bad_rows)} value(s) that are not numbers: {shown}"
+                f"{' ...' if len(bad_rows) > 5 else ''} (rows counted from 0, after the header). Leave missing "
+                "values empty (or NaN), and those rows are left out of the training set.") from None
         columns.append(np.asarray(values, dtype=float))
     return np.column_stack(columns)
 
@@ -190,16 +286,30 @@ def load_training_set(args: argparse.Namespace) -> TrainingSet:
     n_bad = count_bad_pixels(prepared.ivar, axis=1)
     unreadable = prepared.reason != ""
     missing_labels = ~np.all(np.isfinite(labels), axis=1) & ~unreadable
-    too_bad = (n_bad > args.max_bad_pixels) & ~unreadable & ~missing_labels
-    keep = ~(unreadable | missing_labels | too_bad)
+    label_check = check_training_labels(labels, list(args.labels),
+                                        label_ranges=_label_range_options(getattr(args, "label_range", None)))
+    unphysical = label_check.bad & ~unreadable & ~missing_labels
+    too_bad = (n_bad > args.max_bad_pixels) & ~unreadable & ~missing_labels & ~unphysical
+    keep = ~(unreadable | missing_labels | unphysical | too_bad)
     if not keep.all():
         _LOG.warning(
             "left out %d of %d training spectra: %d unreadable or unusable, %d with missing or non-finite "
-            "labels, %d with more than %d bad pixels.", int((~keep).sum()), keep.size, int(unreadable.sum()),
-            int(missing_labels.sum()), int(too_bad.sum()), args.max_bad_pixels,
+            "labels, %d with sentinel or unphysical labels, %d with more than %d bad pixels.", int((~keep).sum()),
+            keep.size, int(unreadable.sum()), int(missing_labels.sum()), int(unphysical.sum()), int(too_bad.sum()),
+            args.max_bad_pixels,
         )
         for reason in sorted(set(prepared.reason[unreadable]))[:5]:
             _LOG.info("  %s", reason)
+        if unphysical.any():
+            _LOG.warning("  sentinel or unphysical labels: %s", dataclasses.replace(
+                label_check, bad=unphysical).summary())
+    duplicates = duplicate_rows(np.where(prepared.ivar[keep] > 0, prepared.flux[keep], np.nan), labels[keep])
+    if duplicates:
+        kept_rows = np.flatnonzero(keep)
+        _LOG.warning("%d training rows repeat another row's labels and spectrum (table rows %s); they are kept, "
+                     "but drop the copies: a repeated star weighs twice and makes the CV scores optimistic.",
+                     sum(group.size - 1 for group in duplicates),
+                     ", ".join(str(kept_rows[group].tolist()) for group in duplicates[:5]))
     if keep.sum() < 2 * args.cv:
         raise ValueError(f"only {int(keep.sum())} usable training spectra remain; {args.cv}-fold CV needs at "
                          f"least {2 * args.cv}.")
@@ -243,9 +353,9 @@ def command_mock(args: argparse.Namespace) -> int:
 
 def command_train(args: argparse.Namespace) -> int:
     """``slam train``: train a model, checkpointed, and save it."""
-    from slamlib.model import SlamModel
+    from slamlib.model import DuplicateTrainingRowsWarning, SlamModel
 
-    output = Path(args.output)
+    output = check_output_path(args.output, [args.table, args.arrays])
     checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else output.with_name(output.name + ".checkpoint")
     model = SlamModel(**_model_parameters(args))  # checks the parameters before the data are read
     with connect(args.scheduler) as client:  # an unreachable scheduler stops the command before the data are read
@@ -254,8 +364,10 @@ def command_train(args: argparse.Namespace) -> int:
             clear_checkpoint(checkpoint_dir)
         runner = (ResumableTraining(checkpoint_dir) if client is None
                   else DaskRunner(client, checkpoint_dir=checkpoint_dir))
-        model.fit(training.flux, training.ivar, training.labels, training.label_names, wave=training.wave,
-                  runner=runner)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DuplicateTrainingRowsWarning)  # load_training_set reported them
+            model.fit(training.flux, training.ivar, training.labels, training.label_names, wave=training.wave,
+                      runner=runner, label_ranges=_label_range_options(args.label_range))
     model.save(output, include_cv_models=not args.no_cv_models)
     if not args.keep_checkpoint:
         clear_checkpoint(checkpoint_dir)
@@ -312,6 +424,7 @@ def command_predict(args: argparse.Namespace) -> int:
     from slamlib.model import SlamModel
     from slamlib.pipeline.catalog_prediction import ChunkSource, predict_catalogue
 
+    check_output_path(args.output, [args.model, args.table, args.arrays])
     model = SlamModel.load(args.model)
     table = read_table(args.table) if args.table is not None else None
     columns: dict[str, np.ndarray] = {}
@@ -323,6 +436,11 @@ def command_predict(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"the table has no column(s) {missing}; its columns are {table.colnames}.")
         columns = {name: np.asarray(np.ma.filled(table[name])) for name in names}
+        if args.spectra_column is not None:
+            paths_given = spectrum_paths(table, args.spectra_column, args.table)
+            inputs = {path.resolve() for path in paths_given if str(path)}
+            if Path(args.output).resolve() in inputs:
+                raise ValueError(f"--output {args.output} is one of the spectrum files; choose another output file.")
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(connect(args.scheduler))
         if args.arrays is not None:
@@ -347,10 +465,11 @@ def command_predict(args: argparse.Namespace) -> int:
             )
         catalogue = predict_catalogue(model, source, args.output, chunk_size=args.chunk_size, n_jobs=args.n_jobs,
                                       keep_chunks=args.keep_chunks,
-                                      runner=None if client is None else DaskRunner(client))
-    n_good = int(np.count_nonzero(catalogue["converged"] & ~catalogue["extrapolated"])) if len(catalogue) else 0
-    print(f"wrote {args.output}: {len(catalogue)} spectra, {n_good} converged within the training range, "
-          f"{len(catalogue) - n_good} flagged (see columns converged, extrapolated, reason)")
+                                      runner=None if client is None else DaskRunner(client),
+                                      clip_sigma=args.clip_sigma)
+    n_good = int(np.count_nonzero(catalogue["trusted"])) if len(catalogue) else 0
+    print(f"wrote {args.output}: {len(catalogue)} spectra, {n_good} trusted (converged, good fit, within the "
+          f"training range), {len(catalogue) - n_good} flagged (see columns trusted and reason)")
     return 0
 
 
@@ -359,6 +478,7 @@ def command_cod(args: argparse.Namespace) -> int:
     from slamlib.cod import leave_one_label_out
     from slamlib.pipeline.catalog_prediction import write_table_atomically
 
+    check_output_path(args.output, [args.table, args.arrays])
     training = load_training_set(args)
     result = leave_one_label_out(training.flux, training.ivar, training.labels, training.label_names,
                                  model_parameters=_model_parameters(args))
@@ -382,7 +502,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="say more: -v progress messages, -vv debugging details")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show progress bars (default: only on a terminal)")
-    parser.add_argument("--n-jobs", type=int, default=-1, help="parallel workers, -1 for all cores (default)")
+    parser.add_argument("--n-jobs", type=_worker_count, default=-1, help="parallel workers, -1 for all cores (default)")
 
 
 def _add_scheduler(parser: argparse.ArgumentParser, work: str) -> None:
@@ -426,6 +546,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
                             "pixel, the reference; needs less memory)")
     group.add_argument("--max-bad-pixels", type=int, default=MAX_BAD_PIXELS,
                        help=f"leave out spectra with more bad pixels (default {MAX_BAD_PIXELS})")
+    group.add_argument("--label-range", nargs=3, action="append", metavar=("NAME", "LOW", "HIGH"),
+                       help="physical range of a label (replaces its default, e.g. --label-range logg 0 5.5); "
+                            "training rows outside it are left out")
     _add_common(parser)
 
 
@@ -478,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--id-columns", nargs="*", metavar="NAME",
                          help=f"table columns copied to the catalogue (default: those of {list(_ID_COLUMNS)} present)")
     predict.add_argument("--keep-chunks", action="store_true", help="keep OUTPUT.chunks/ after writing the catalogue")
+    predict.add_argument("--clip-sigma", type=float, metavar="K",
+                         help="refit without pixels more than K sigma from the model (cosmic rays, spikes; K >= 3, "
+                              "5 is a good choice; default: no clipping)")
     _add_scheduler(predict, "fit the spectra")
     _add_common(predict)
     predict.set_defaults(handler=command_predict)
@@ -497,7 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "arrays", None) is not None and getattr(args, "spectra_column", None) is not None:
         parser.error("give either --spectra-column or --arrays, not both")
-    with _logging_to_stderr(args.verbose), progress_bars(args.progress):
+    with _logging_to_stderr(args.verbose), progress_bars(args.progress), warnings.catch_warnings():
+        # slamlib's warnings (un-normalized flux, repeated training rows) are messages to the user here.
+        warnings.showwarning = lambda message, category, *rest, **options: _LOG.warning("%s", message)
         try:
             return args.handler(args)
         except (ValueError, OSError) as error:

@@ -80,8 +80,8 @@ def test_mock_train_predict_with_spectrum_files(mock_survey, capsys):
     assert "6 spectra" in capsys.readouterr().out
     catalogue = read_catalogue(output)
     assert catalogue.colnames == ["row", "obsid", "path", "teff", "teff_err", "logg", "logg_err", "m_h", "m_h_err",
-                                  "rchi2", "rms", "converged", "extrapolated", "n_iter", "n_good_pixels", "snr",
-                                  "reason"]
+                                  "rchi2", "rms", "max_residual", "converged", "good_fit", "extrapolated", "trusted",
+                                  "n_iter", "n_good_pixels", "n_clipped", "snr", "reason"]
     truth = Table.read(mock_survey / "test" / "labels.csv")
     np.testing.assert_array_equal(catalogue["obsid"], truth["obsid"])
     assert np.all(catalogue["snr"] > 10)
@@ -216,7 +216,8 @@ def test_training_leaves_out_bad_rows_and_says_how_many(arrays_survey, tmp_path,
                  "--output", str(tmp_path / "model.npz"), "--max-bad-pixels", "20", *TINY_MODEL]) == 0
     error = capsys.readouterr().err
     assert "left out 4 of 40 training spectra" in error
-    assert "1 with missing or non-finite labels, 3 with more than 20 bad pixels" in error
+    assert "1 with missing or non-finite labels, 0 with sentinel or unphysical labels, 3 with more than 20 bad pixels" \
+        in error
     assert SlamModel.load(tmp_path / "model.npz").file_header_["metadata"]["n_train"] == 36
 
 
@@ -261,7 +262,7 @@ def corrupt_copies(model_path: Path, directory: Path) -> dict[str, Path]:
 
 def test_damaged_or_foreign_model_files_give_clear_errors(arrays_survey, tmp_path, capsys):
     expected = {"truncated": "truncated or damaged", "tampered": "checksum mismatch", "newer": "newer than this slamlib",
-                "pickle": "not a readable slamlib model file", "empty": "not a readable slamlib model file"}
+                "pickle": "not a readable slamlib model file", "empty": "not a slamlib model file: it is empty"}
     for kind, path in corrupt_copies(arrays_survey / "model.npz", tmp_path).items():
         status = main(["predict", str(path), "--arrays", str(arrays_survey / "targets.npz"),
                        "--output", str(tmp_path / "out.fits"), "--n-jobs", "1"])
