@@ -8,8 +8,11 @@
 * :func:`measure_snr` - the S/N_g definition used throughout.
 
 The physics is described in the module docstrings of :mod:`.atmosphere`,
-:mod:`.lines`, :mod:`.profiles`, :mod:`.molecules`, :mod:`.continuum` and
-:mod:`.observe`; the line list and its sources in ``LINES.md``.
+:mod:`.lines` (the 418 strong lines), :mod:`.forest` (the dense forest of ~20,000
+atomic and CH, CN, MgH lines in 3850-5900 A), :mod:`.profiles`, :mod:`.molecules`,
+:mod:`.continuum` and :mod:`.observe`; the line lists and their sources in ``LINES.md``.
+The LASP-like catalogue errors of the samples are described in
+:func:`slamlib.mock.samples.lasp_random_errors`.
 """
 
 from slamlib.mock.fits_output import write_lamost_fits

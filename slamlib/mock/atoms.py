@@ -5,7 +5,8 @@ Contents
 * Solar abundances of Asplund, Grevesse, Sauval & Scott (2009, ARA&A 47, 481,
   Table 1, photospheric values), as log eps = log10(N_X / N_H) + 12.
 * First and second ionization energies (NIST Atomic Spectra Database, rounded to
-  meV).
+  meV). Cu, Zn, Ce and Nd (Asplund et al. 2009 photospheric abundances 4.19, 4.56, 1.58,
+  1.42) are there for the lines of the dense forest list only.
 * Simple partition functions: U(T) is interpolated linearly in log U - log T
   between rounded values at 5000 K and 10000 K (approximations within roughly 30 %
   of standard tabulations such as Gray 2005, *The Observation and Analysis of
@@ -96,6 +97,12 @@ ELEMENTS: tuple[ElementData, ...] = (
     ElementData("Y", 39, 88.906, 2.21, (6.217, 12.224), (10.0, 13.0, 10.0), (30.0, 25.0, 10.0)),
     ElementData("Zr", 40, 91.224, 2.58, (6.634, 13.130), (30.0, 40.0, 20.0), (100.0, 80.0, 30.0)),
     ElementData("Ba", 56, 137.327, 2.18, (5.212, 10.004), (2.0, 3.5, 1.0), (12.0, 6.0, 1.0)),
+    # Elements with lines only in the dense forest list (forest.csv.gz): partition functions
+    # are rough (Cu, Zn from their lowest levels; Ce, Nd order-of-magnitude values).
+    ElementData("Cu", 29, 63.546, 4.19, (7.726, 20.292), (2.4, 1.0, 9.5), (4.0, 1.6, 10.5)),
+    ElementData("Zn", 30, 65.38, 4.56, (9.394, 17.964), (1.0, 2.0, 1.0), (1.0, 2.0, 1.0)),
+    ElementData("Ce", 58, 140.116, 1.58, (5.539, 10.956), (100.0, 150.0, 40.0), (300.0, 400.0, 80.0)),
+    ElementData("Nd", 60, 144.242, 1.42, (5.525, 10.783), (40.0, 70.0, 50.0), (150.0, 250.0, 100.0)),
 )
 
 #: Position of each element (by atomic number) in :data:`ELEMENTS`.

@@ -6,7 +6,9 @@
   T_lambda = Teff at 5000 A; hotter (bluer, brighter) where the opacity is lower, e.g.
   blueward of 5000 A and beyond the Paschen edge in A stars.
 * **Line blanketing**: the haze of weak metal lines too numerous for the line table
-  depresses the blue continuum. Its optical depth is a fixed wavelength profile
+  depresses the blue continuum. Inside 3880-5880 A (:data:`FOREST_RANGE`) those lines are
+  synthesized one by one (:mod:`.forest`) and the parametric blanketing is off there;
+  it remains outside (3700-3880 A and the red). Its optical depth is a fixed wavelength profile
   (solar blanketing fraction 0.25 exp(-(lambda - 3800 A) / 700 A), i.e. about 25 % at
   3800 A, 14 % at 4200 A, 4 % at 5000 A) scaled by the star's weak-line strength relative
   to the Sun: the line-to-continuum opacity ratio of a representative weak Fe I line
@@ -40,6 +42,8 @@ __all__ = [
     "extinction_ccm89",
     "calibration_distortion",
     "continuum_temperature_ratio",
+    "forest_coverage",
+    "FOREST_RANGE",
 ]
 
 _HC_OVER_K_ANGSTROM_K = 1.4387769e8
@@ -142,6 +146,23 @@ def blanketing_strength(layer: Photosphere) -> np.ndarray:
     return ratio / (1.0 + ratio / 10.0) * 1.1
 
 
+#: Wavelength range (A, rest frame) where the line forest of :mod:`slamlib.mock.forest` is
+#: synthesized line by line; the parametric blanketing is switched off inside it (with
+#: 40-A tapers at both ends), since the forest lines are that blanketing.
+FOREST_RANGE = (3880.0, 5880.0)
+_FOREST_TAPER = 40.0
+
+
+def forest_coverage(wave_rest: np.ndarray) -> np.ndarray:
+    """1 inside :data:`FOREST_RANGE`, 0 well outside, smooth (logistic, 40-A scale) in between."""
+    wave_rest = np.asarray(wave_rest, dtype=float)
+    low, high = FOREST_RANGE
+    with np.errstate(over="ignore"):
+        blue = 1.0 / (1.0 + np.exp(-(wave_rest - low) / (0.25 * _FOREST_TAPER)))
+        red = 1.0 / (1.0 + np.exp((wave_rest - high) / (0.25 * _FOREST_TAPER)))
+    return blue * red
+
+
 def _solar_blanketing_depth(wave_rest: np.ndarray) -> np.ndarray:
     solar_fraction = np.clip(0.25 * np.exp(-(np.asarray(wave_rest, dtype=float) - 3800.0) / 700.0), 0.0, 0.6)
     return -np.log1p(-solar_fraction)
@@ -169,9 +190,11 @@ def blanketing_transmission(wave_rest: np.ndarray, strength: np.ndarray) -> np.n
     Returns
     -------
     ndarray, shape (n_star, n_wave)
-        exp(-strength * tau_sun(lambda)), tau_sun = -ln(1 - 0.25 exp(-(lambda - 3800) / 700)).
+        exp(-strength * tau_sun(lambda) * (1 - forest_coverage(lambda))),
+        tau_sun = -ln(1 - 0.25 exp(-(lambda - 3800) / 700)): outside the forest range only.
     """
-    return np.exp(-np.asarray(strength)[:, None] * _solar_blanketing_depth(wave_rest))
+    outside_forest = 1.0 - forest_coverage(wave_rest)
+    return np.exp(-np.asarray(strength)[:, None] * _solar_blanketing_depth(wave_rest) * outside_forest)
 
 
 def extinction_ccm89(wave: np.ndarray, r_v: float = 3.1) -> np.ndarray:

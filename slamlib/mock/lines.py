@@ -70,8 +70,12 @@ __all__ = [
 #: one-layer atmosphere. Set so that the solar equivalent widths of strong lines
 #: (Mg b, Na D, Ca II K, Fe I 5270) come out near their observed values.
 LINE_STRENGTH_SCALE = 0.3
-#: Factor on Unsoeld's van der Waals damping constant (real lines need ~1.5-2.5).
-VDW_ENHANCEMENT = 2.0
+#: Factor on Unsoeld's van der Waals damping constant. Real lines need ~1.5-2.5, but the
+#: one-layer model forms the wings at the pressure of its tau = 0.3 layer, which
+#: overestimates them in cool dwarfs: with the line forest in place, 1 (Unsoeld's value)
+#: matches the real LAMOST DR1 spectra of the shared sample better than 2 (the K5 dwarf's
+#: strong Fe I lines at 4000-4450 A come out too wide with 2) and no worse for the hotter stars.
+VDW_ENHANCEMENT = 1.0
 #: Factor on the Holtsmark width of the hydrogen lines; 2.2 reproduces the H-beta and
 #: H-alpha equivalent widths and depths of the real A3V LAMOST DR1 spectrum of the shared sample
 #: (obsid 906207) to ~15 % and puts the H-beta maximum near 9500 K.

@@ -1,35 +1,36 @@
-"""Molecular bands: CH G band, CN 3883/4216, C2 Swan, MgH, TiO.
+"""Molecules: dissociation equilibrium, and parametric C2 Swan and TiO bands.
 
-The simple model
-----------------
 1. **Dissociation equilibrium** in the line-forming layer. For a diatomic molecule AB,
    K_p = P_A P_B / P_AB follows from statistical mechanics with a rigid-rotor,
    harmonic-oscillator partition function
-   U_AB = g_el (kT / (h c B_e)) / (sigma (1 - exp(-h c omega_e / kT))):
+   U_AB = g_el (kT / (h c B_e)) / (sigma (1 - exp(-h c omega_e / kT)))
+   (:func:`molecular_partition_function`):
    log10 K_p = 4.41 + 1.5 log10 mu + 2.5 log10 T + log10(U_A U_B / U_AB) - theta D_0
    (dyn cm^-2; mu reduced mass in amu). Carbon is shared between CO, CN, CH and free
    atoms, nitrogen between N2, CN and free atoms, titanium between TiO and free atoms
    (a few fixed-point iterations). So the CO lock-up removes free carbon in M stars,
    CH and CN scale with the C and N abundances ([C/M], [N/M]), TiO appears below about
    4000 K and MgH grows with pressure (dwarfs).
-2. **Band opacity**: each band system has one electronic oscillator strength, shared
-   between its band heads; the integrated opacity of a band is
+2. **CH, CN and MgH** are synthesized line by line from these number densities
+   (:mod:`slamlib.mock.forest`, with the 12CH, 12C14N and 24MgH lines of the dense line
+   list): the CH G band, the CN 3883 and 4216 bands and the MgH 4845/5200 bands have
+   their real rotational structure, smoothed by the instrument.
+3. **Parametric bands** remain for the molecules the line list does not hold, C2 Swan and
+   TiO: each band system has one electronic oscillator strength, shared between its band
+   heads; the integrated opacity of a band is
    pi e^2 / (m_e c) lambda^2 / c f N_AB / kappa_c, spread from the head over a length L
-   as exp(-|lambda - lambda_head| / L) in the direction the band degrades (the
-   rotational structure is unresolved at R = 1800), smoothed by the instrumental
-   Gaussian, and turned into a depth with the same depth law as the atomic lines.
-3. **Band heads** are approximate air wavelengths (to ~1-2 A) as commonly quoted from
-   Pearse & Gaydon, *The Identification of Molecular Spectra* (CH A-X 4314 and B-X 3889,
-   CN B-X 3883/3871/3862 and 4216/4197/4181, C2 Swan 5165/4737/5636), from the MgH A-X
-   system (5211, 4845) and the TiO alpha/gamma/gamma'/delta/epsilon heads used for M-dwarf
-   classification (e.g. Kirkpatrick, Henry & McCarthy 1991, ApJS 77, 417: 4761 ... 8860 A);
-   they are converted to vacuum.
+   as exp(-|lambda - lambda_head| / L) in the direction the band degrades, smoothed by
+   the instrumental Gaussian, and turned into a depth with the same depth law as the
+   atomic lines. Band heads are approximate air wavelengths (to ~1-2 A) as commonly
+   quoted from Pearse & Gaydon, *The Identification of Molecular Spectra* (C2 Swan
+   5165/4737/5636) and the TiO alpha/gamma/gamma'/delta/epsilon heads used for M-dwarf
+   classification (e.g. Kirkpatrick, Henry & McCarthy 1991, ApJS 77, 417: 4761 ... 8860 A),
+   converted to vacuum.
 4. Band oscillator strengths and molecular constants (D_0, B_e, omega_e; Huber &
-   Herzberg 1979, rounded) are approximate; ``BAND_SCALE`` is one global factor on all
-   band opacities (it also stands for the saturation of the unresolved rotational
-   lines), set so that the CH band alone absorbs ~20 % of the solar G band region at
-   R = 1800. The MgH oscillator strength was raised so that the MgH depression of a
-   4300 K dwarf resembles that of the real LAMOST K5V spectrum of the shared DR1 sample.
+   Herzberg 1979, rounded) are approximate; ``BAND_SCALE`` is one global factor on the
+   parametric band opacities (it also stands for the saturation of the unresolved
+   rotational lines). The oscillator strengths of the CH, CN and MgH entries of
+   :data:`MOLECULES` are no longer used (their lines carry their own gf values).
 """
 
 from __future__ import annotations
@@ -51,7 +52,16 @@ from slamlib.mock.grid import (
 )
 from slamlib.mock.lines import LINE_STRENGTH_SCALE, depth_law, planck_parameter
 
-__all__ = ["BAND_SCALE", "Molecule", "BandHead", "MOLECULES", "BAND_HEADS", "molecular_pressures", "band_depth"]
+__all__ = [
+    "BAND_SCALE",
+    "Molecule",
+    "BandHead",
+    "MOLECULES",
+    "BAND_HEADS",
+    "molecular_pressures",
+    "molecular_partition_function",
+    "band_depth",
+]
 
 #: Global factor on all molecular band opacities.
 BAND_SCALE = 0.15
@@ -129,17 +139,8 @@ class BandHead:
 
 
 BAND_HEADS: tuple[BandHead, ...] = (
-    # CH A-X (G band) and B-X
-    BandHead("CH", 4314.2, -1, 22.0, 1.0),
-    BandHead("CH", 4363.0, -1, 15.0, 0.25),
-    BandHead("CH", 3889.0, -1, 15.0, 0.2),
-    # CN violet system B-X, delta v = 0 and -1
-    BandHead("CN", 3883.4, -1, 30.0, 1.0),
-    BandHead("CN", 3871.4, -1, 20.0, 0.5),
-    BandHead("CN", 3861.9, -1, 20.0, 0.3),
-    BandHead("CN", 4216.0, -1, 35.0, 0.15),
-    BandHead("CN", 4197.2, -1, 25.0, 0.08),
-    BandHead("CN", 4181.0, -1, 25.0, 0.05),
+    # CH, CN and MgH are no longer parametric: their lines are synthesized one by one
+    # from the dense line list (:mod:`slamlib.mock.forest`).
     # C2 Swan d-a
     BandHead("C2", 5165.2, -1, 60.0, 1.0),
     BandHead("C2", 4737.1, -1, 60.0, 0.5),
@@ -164,13 +165,31 @@ BAND_HEADS: tuple[BandHead, ...] = (
 _NAMES = ("CO", "N2", "CH", "CN", "C2", "MgH", "TiO")
 
 
+def molecular_partition_function(molecule: Molecule, temperature: np.ndarray) -> np.ndarray:
+    """Rigid-rotor, harmonic-oscillator partition function of a diatomic molecule.
+
+    U = g_el (kT / (h c B_e)) / (1 - exp(-h c omega_e / kT)), energies counted from the
+    lowest rotational-vibrational level (as the excitation energies of the line list are).
+
+    Parameters
+    ----------
+    molecule : Molecule
+    temperature : ndarray, shape (n_star,)
+
+    Returns
+    -------
+    ndarray, shape (n_star,)
+    """
+    kt_cm = np.asarray(temperature, dtype=float) / _HC_OVER_K_CM_K
+    return molecule.electronic_weight * (kt_cm / molecule.rotational_cm) / -np.expm1(-molecule.vibrational_cm / kt_cm)
+
+
 def _equilibrium_constant(molecule: Molecule, temperature: np.ndarray, partition: np.ndarray) -> np.ndarray:
     """K_p = P_A P_B / P_AB in dyn cm^-2, shape (n_star,)."""
     index_a, index_b = (ELEMENT_INDEX[z] for z in molecule.atoms)
     mass_a, mass_b = MASSES_AMU[index_a], MASSES_AMU[index_b]
     reduced_mass = mass_a * mass_b / (mass_a + mass_b)
-    kt_cm = temperature / _HC_OVER_K_CM_K
-    u_molecule = molecule.electronic_weight * (kt_cm / molecule.rotational_cm) / -np.expm1(-molecule.vibrational_cm / kt_cm)
+    u_molecule = molecular_partition_function(molecule, temperature)
     u_atoms = partition[:, index_a, 0] * partition[:, index_b, 0]
     theta = THETA_CONSTANT / temperature
     log_k = (

@@ -15,7 +15,7 @@ from slamlib.pipeline.cache import cached_arrays
 __all__ = ["MOCK_VERSION", "survey"]
 
 #: Version of the mock synthesis; part of every cache key, bump it when the physics changes.
-MOCK_VERSION = "1"
+MOCK_VERSION = "2"  # 2: line forest, line-by-line CH/CN/MgH, S/N-dependent LASP-like errors
 _SAMPLES = ("lasp", "apogee")
 
 

@@ -6,7 +6,8 @@ Pipeline for a chunk of stars (all steps vectorized over stars, lines and pixels
 2. the line-forming layer: T, P_e, P_g, ionization (:mod:`.atmosphere`);
 3. line strengths and curve of growth (:mod:`.lines`), rendered on the observed pixel
    grid with the radial-velocity shift applied to the line centres (:mod:`.profiles`);
-4. molecular bands (:mod:`.molecules`);
+   the same for the ~20,000 lines of the forest, atoms and CH, CN, MgH (:mod:`.forest`);
+4. parametric C2 and TiO bands (:mod:`.molecules`);
 5. continuum: Planck at the continuum-forming temperature x line blanketing (rest frame)
    x reddening x flux-calibration
    residual (:mod:`.continuum`), telluric absorption (observed frame);
@@ -37,6 +38,7 @@ from slamlib.mock.continuum import (
     extinction_ccm89,
     planck,
 )
+from slamlib.mock.forest import forest_optical_depth
 from slamlib.mock.grid import N_PIX, SPEED_OF_LIGHT_KM_S, wavelength_grid
 from slamlib.mock.lines import (
     depth_law,
@@ -208,6 +210,7 @@ def _normalized_flux(chunk: dict[str, np.ndarray], wave: np.ndarray) -> tuple[np
     core_width = strengths.core_width + strengths.wing_width
     core_width[:, strong.index] = (strengths.core_width - strengths.plateau_width)[:, strong.index]
     log_flux = -render_cores(lines.wave, core_width, doppler, wave.size)
+    log_flux -= forest_optical_depth(layer, doppler, wave.size)
     log_flux += render_wings(strengths, lines, strong, doppler, wave.size)
     wave_rest = wave[None, :] / 10.0 ** doppler[:, None]
     log_flux += np.log1p(-band_depth(layer, wave_rest))

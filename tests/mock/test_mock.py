@@ -163,12 +163,13 @@ def test_lasp_test_sample_columns_sets_and_bins():
     assert len(set(sample["obsid"])) == len(sample)
     giants = sample["logg"] < 3.5
     assert 0.15 < giants.mean() < 0.6
-    # Catalogue errors: ~100 K at high S/N, larger at low S/N.
+    # Catalogue errors: a few tens of K at high S/N (below the paper's 50 K CV scatter),
+    # several times larger at low S/N (details in test_mock_forest.py).
     high = sample["snr_g"] > 100
     low = sample["snr_g"] < 20
     scatter_high = np.std(sample["teff_cat"][high] - sample["teff"][high])
     scatter_low = np.std(sample["teff_cat"][low] - sample["teff"][low])
-    assert 70 < scatter_high < 140 and scatter_low > 1.5 * scatter_high
+    assert 15 < scatter_high < 50 and scatter_low > 3.0 * scatter_high
     assert lasp_test_sample(300, 40, 5).pformat() == sample.pformat()
 
 
