@@ -67,7 +67,7 @@ def execute_notebook(name: str, parameters: dict[str, Any], site_dir: Path, outp
     target.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         str(source), str(target), parameters={**parameters, "output_dir": str(output_dir)},
-        kernel_name="python3", cwd=str(project_root()), progress_bar=False,
+        kernel_name="python3", cwd=str(project_root()), progress_bar={"desc": f"[book] {name}", "unit": "cell"},
     )
     return target
 

@@ -14,8 +14,14 @@ import numpy as np
 from astropy.table import Table
 
 from slamlib import mock
+from slamlib.model import PAPER_SECTION3_GRID
+from slamlib.scaling import Standardizer
+from slamlib.svr.folds import kfold_indices
+from slamlib.svr.libsvm import train_pixel
+from slamlib.svr.result import parameter_pairs
 
-__all__ = ["FluxTeffSample", "flux_at_wavelengths", "quadratic_in_teff", "FIGURE1_WAVELENGTHS"]
+__all__ = ["FluxTeffSample", "flux_at_wavelengths", "quadratic_in_teff", "cv_mse_quadratic_and_svr",
+           "FIGURE1_WAVELENGTHS"]
 
 #: The two wavelengths of Figure 1 (vacuum Angstrom).
 FIGURE1_WAVELENGTHS = {"Mg b": 5174.0, "H alpha": 6564.0}
@@ -69,3 +75,43 @@ def quadratic_in_teff(teff: np.ndarray, flux: np.ndarray) -> tuple[np.ndarray, f
     coefficients = np.polyfit(scaled, flux, 2)
     residual = flux - np.polyval(coefficients, scaled)
     return coefficients, float(np.sqrt(np.mean(residual**2)))
+
+
+def cv_mse_quadratic_and_svr(labels: np.ndarray, flux: np.ndarray, *, n_folds: int = 5, seed: int = 0,
+                             param_grid: dict[str, list[float]] | None = None,
+                             epsilon: float = 0.05) -> tuple[float, float]:
+    """Cross-validated MSE of the standardized flux for a quadratic in the labels (The Cannon's
+    model) and for SLAM's SVR (the best point of ``param_grid``), on the same folds.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (n_star, n_label)
+        E.g. Teff and log g.
+    flux : ndarray, shape (n_star,)
+        Normalized flux at one pixel.
+    n_folds, seed : int
+        The CV folds.
+    param_grid : dict, optional
+        SLAM's grid (default the paper's Section 3 grid).
+    epsilon : float
+
+    Returns
+    -------
+    quadratic_cv_mse, svr_cv_mse : float
+        In units of the flux variance (1: the model explains nothing).
+    """
+    labels_std = Standardizer.fit(np.asarray(labels, float)).transform(np.asarray(labels, float))
+    flux = np.asarray(flux, float)
+    flux_std = (flux - flux.mean()) / flux.std()
+    folds = kfold_indices(flux.size, n_folds, seed)
+    columns = [np.ones(flux.size)] + [labels_std[:, i] for i in range(labels_std.shape[1])]
+    columns += [labels_std[:, i] * labels_std[:, j] for i in range(labels_std.shape[1]) for j in range(i, labels_std.shape[1])]
+    design = np.column_stack(columns)
+    predicted = np.empty_like(flux_std)
+    for train, test in folds:
+        coefficients, *_ = np.linalg.lstsq(design[train], flux_std[train], rcond=None)
+        predicted[test] = design[test] @ coefficients
+    quadratic = float(np.mean((predicted - flux_std) ** 2))
+    pairs = parameter_pairs(PAPER_SECTION3_GRID if param_grid is None else param_grid)
+    result = train_pixel(labels_std, flux_std, np.ones(flux.size, bool), folds, pairs, epsilon)
+    return quadratic, float(np.min(result["cv_mse_grid"]))

@@ -1,6 +1,7 @@
 """Appendix A of the paper: what C, epsilon and gamma do, shown on one-dimensional mock data.
 
-Two toy problems: ``y = sin(2x) + noise`` and pure noise. Both are standardized like SLAM's
+Two toy problems, as the paper's Appendix A draws them (it writes N(mu, sigma^2)): x ~ N(0, 1)
+with ``y = sin(2x) + N(0, 0.16)``, and x, y ~ N(0, 1) (pure noise). Both are standardized like SLAM's
 labels and fluxes, fitted with an RBF epsilon-SVR for several hyperparameters, and scored by
 k-fold cross-validation over a (log C, log gamma) grid with the same CV code SLAM uses per
 pixel (:func:`slamlib.svr.libsvm.train_pixel`).
@@ -54,18 +55,19 @@ def _check(n_points: int, noise_variance: float) -> None:
 
 
 def sine_data(n_points: int = 200, *, noise_variance: float = 0.16, seed: int = 0) -> ToyData:
-    """``y = sin(2x) + N(0, noise_variance)`` with x uniform over one period, [-pi/2, pi/2]."""
+    """``y = sin(2x) + N(0, noise_variance)`` with x ~ N(0, 1) (paper Appendix A: variance 0.16)."""
     _check(n_points, noise_variance)
     rng = np.random.default_rng(seed)
-    x = np.sort(rng.uniform(-np.pi / 2, np.pi / 2, n_points))
+    x = np.sort(rng.normal(0.0, 1.0, n_points))
     return _toy(x, np.sin(2 * x) + rng.normal(0.0, np.sqrt(noise_variance), n_points), noise_variance)
 
 
-def noise_data(n_points: int = 200, *, noise_variance: float = 0.16, seed: int = 0) -> ToyData:
-    """Pure noise ``y = N(0, noise_variance)`` on the same x range: nothing to learn."""
+def noise_data(n_points: int = 200, *, noise_variance: float = 1.0, seed: int = 0) -> ToyData:
+    """Pure noise: x ~ N(0, 1) and ``y = N(0, noise_variance)``, independent (paper Appendix A:
+    both N(0, 1)); nothing to learn."""
     _check(n_points, noise_variance)
     rng = np.random.default_rng(seed + 1)
-    x = np.sort(rng.uniform(-np.pi / 2, np.pi / 2, n_points))
+    x = np.sort(rng.normal(0.0, 1.0, n_points))
     return _toy(x, rng.normal(0.0, np.sqrt(noise_variance), n_points), noise_variance)
 
 
@@ -93,6 +95,11 @@ class CvMap:
     best_log_c, best_log_gamma, best_cv_mse : float
         The grid point with the lowest CV MSE.
     """
+
+    @property
+    def corner_cv_mse(self) -> float:
+        """CV MSE at the largest C and gamma of the grid (the paper's over-fitting corner)."""
+        return float(self.cv_mse[-1, -1])
 
     log_c: np.ndarray
     log_gamma: np.ndarray

@@ -40,7 +40,7 @@ from slampaper.paper import paper_constants
 __all__ = [
     "PAPER_GRID", "PAPER_CV_SCATTER_SNR100", "PAPER_FUNNEL", "PAPER_POLYGON_COMPLETENESS", "KGIANT_POLYGON", "SNR_BINS",
     "TrainingSelection", "select_training_set", "CrossValidation", "train_and_cross_validate",
-    "in_polygon", "label_catalogue", "paper_label_distance", "TABLE2_COLUMNS",
+    "in_polygon", "label_catalogue", "lamost_label", "paper_label_distance", "TABLE2_COLUMNS",
 ]
 
 _SECTION4 = paper_constants()["section4"]
@@ -204,7 +204,7 @@ def in_polygon(teff: np.ndarray, logg: np.ndarray, polygon: np.ndarray = KGIANT_
     return inside & np.all(np.isfinite(points), axis=1)
 
 
-def _lamost_column(labels: Table, name: str) -> np.ndarray:
+def lamost_label(labels: Table, name: str) -> np.ndarray:
     """A LAMOST (LASP) label of a cross-matched table: ``<name>_lamost``, else ``<name>``."""
     for column in (f"{name}_lamost", name):
         if column in labels.colnames:
@@ -272,9 +272,9 @@ def label_catalogue(
         catalogue[f"{name}_err"] = prediction.errors[:, index]
     catalogue["rchi2"] = prediction.rchi2
     catalogue["converged"] = prediction.converged
-    catalogue["label_distance"] = paper_label_distance(prediction.labels, _lamost_column(sample.labels, "teff"),
-                                                       _lamost_column(sample.labels, "logg"),
-                                                       _lamost_column(sample.labels, "feh"))
+    catalogue["label_distance"] = paper_label_distance(prediction.labels, lamost_label(sample.labels, "teff"),
+                                                       lamost_label(sample.labels, "logg"),
+                                                       lamost_label(sample.labels, "feh"))
     catalogue["in_kgiant_polygon"] = in_polygon(prediction.labels[:, 0], prediction.labels[:, 1])
     return catalogue[TABLE2_COLUMNS], prediction
 

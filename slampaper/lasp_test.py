@@ -23,7 +23,8 @@ from slampaper.datasets import LASP_TEST_SNR_BINS, SurveySample
 from slampaper.model_cache import cached_model
 from slampaper.paper import paper_constants
 
-__all__ = ["LASP_LABELS", "PAPER_HIGH_SNR_SCATTER", "LaspTestResult", "run_lasp_test", "ensemble_error_table"]
+__all__ = ["LASP_LABELS", "PAPER_HIGH_SNR_SCATTER", "LaspTestResult", "run_lasp_test", "ensemble_error_table",
+           "model_parameters", "train_section3_model"]
 
 #: Catalogue label columns SLAM is trained on, and their display names.
 LASP_LABELS = {"teff_cat": "teff", "logg_cat": "logg", "feh_cat": "feh"}
@@ -67,6 +68,30 @@ class LaspTestResult:
     timings: dict[str, Any]
 
 
+def model_parameters(param_grid: dict[str, list[float]], *, epsilon: float = 0.05, cv: int = 5, random_state: int = 0,
+                     n_jobs: int = -1, backend: str = "batched") -> dict[str, Any]:
+    """The ``SlamModel`` parameters of the Section 3 model (the key of its cached model)."""
+    return {"param_grid": param_grid, "epsilon": epsilon, "cv": cv, "random_state": random_state, "n_jobs": n_jobs,
+            "backend": backend}
+
+
+def train_section3_model(train: SurveySample, parameters: dict[str, Any], *, use_cache: bool = True):
+    """The Section 3 model (Teff, log g, [Fe/H] from the catalogue labels) of ``train``, from the model
+    cache when it was trained before with these parameters (the COD chapter reuses it).
+
+    Returns
+    -------
+    model : SlamModel
+    provenance : dict
+        From :func:`slampaper.model_cache.cached_model`.
+    """
+    label_columns, label_names = list(LASP_LABELS), list(LASP_LABELS.values())
+    labels = train.label_array(label_columns)
+    return cached_model(train.cache_key, parameters,
+                        lambda fresh: fresh.fit(train.flux, train.ivar, labels, label_names, wave=train.wave),
+                        use_cache=use_cache)
+
+
 def run_lasp_test(
     sample: SurveySample,
     *,
@@ -85,13 +110,9 @@ def run_lasp_test(
     label_columns = list(LASP_LABELS)
     label_names = list(LASP_LABELS.values())
     train_labels = train.label_array(label_columns)
-    parameters = {"param_grid": param_grid, "epsilon": epsilon, "cv": cv, "random_state": random_state,
-                  "n_jobs": n_jobs, "backend": backend}
-    model, provenance = cached_model(
-        train.cache_key, parameters,
-        lambda fresh: fresh.fit(train.flux, train.ivar, train_labels, label_names, wave=train.wave),
-        use_cache=use_cache,
-    )
+    parameters = model_parameters(param_grid, epsilon=epsilon, cv=cv, random_state=random_state, n_jobs=n_jobs,
+                                  backend=backend)
+    model, provenance = train_section3_model(train, parameters, use_cache=use_cache)
     start = time.perf_counter()
     prediction = model.predict(test.flux, test.ivar)
     prediction_seconds = time.perf_counter() - start

@@ -7,8 +7,9 @@ section, the record our chapter keeps for it, the paper's value (a number or a k
 (``<results_dir>/<notebook>.json`` and the tables they saved under ``tables/``) — it re-runs
 nothing — and returns one row per quoted number or qualitative claim:
 
-* numbers the paper quotes (abstract, Sections 3, 4, 5.3 and 6, Table 1): the paper's value, ours,
-  their ratio; ``holds`` is None (numbers on mock data are not expected to equal the paper's);
+* numbers the paper quotes (abstract, Sections 3, 4, 5.3 and 6, Table 1, the appendix): the paper's
+  value, ours, their ratio, and ``holds``: whether ours is within the row's tolerance of the paper's
+  (e.g. "within a factor 1.5"), judged on mock data as on real data;
 * qualitative claims (SLAM's CV MSE below The Cannon's at most pixels; CV scatter falls with S/N;
   formal errors below the CV scatter; the CODs put Teff on the Balmer lines and log g on the Mg b
   wings; biases at most a quarter of the scatters): ours is the number the claim is judged on
@@ -36,7 +37,7 @@ import numpy as np
 
 from slampaper.paper import load_claims, paper_value
 
-__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "scorecard_for_writing",
+__all__ = ["SCORECARD_COLUMNS", "build_scorecard", "discussion_markdown", "scorecard_for_writing",
            "scorecard_html", "scorecard_summary"]
 
 #: Columns of the scorecard table.
@@ -55,7 +56,7 @@ LABEL_NAMES = {"teff": "Teff", "logg": "log g", "feh": "[Fe/H]", "m_h": "[M/H]",
 UNITS = {"teff": "K"}
 NUMBER_CLAIM = "number quoted by the paper"
 FUNNEL_CLAIM = "fractions kept per funnel step, from the paper's counts"
-WINDOW_NAMES = {"balmer": "Balmer lines", "mgb_wings": "Mg b wings"}
+WINDOW_NAMES = {"balmer": "Balmer lines", "mgb_wings": "Mg b wings", "metal_lines": "Fe I λ5709 and λ5782 lines"}
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -147,22 +148,53 @@ def _missing(row: _Row, note: str) -> _Row:
     return row
 
 
+#: The tolerance of a quoted number whose claims row states none.
+DEFAULT_NUMBER_CRITERION = "within a factor 1.5"
+
+
+def _number_test(criterion: str) -> Callable[[float, float], bool]:
+    """The test of a quoted number: ``"within a factor F"`` (1/F <= ours/paper <= F, same sign),
+    ``"within ± X"`` (|ours - paper| <= X) or ``"equal"``."""
+    factor = re.fullmatch(r"\s*within a factor ([0-9.]+)\s*", criterion)
+    if factor:
+        bound = float(factor.group(1))
+        return lambda ours, paper: paper != 0 and 1.0 / bound <= ours / paper <= bound
+    absolute = re.fullmatch(r"\s*within ±\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*\S*\s*", criterion)
+    if absolute:
+        bound = float(absolute.group(1))
+        return lambda ours, paper: abs(ours - paper) <= bound
+    if criterion.strip() == "equal":
+        return lambda ours, paper: ours == paper
+    raise ValueError(f"data/paper/claims.csv: cannot read the tolerance {criterion!r} of a quoted number "
+                     "(want 'within a factor 1.5', 'within ± 0.03' or 'equal').")
+
+
+def _judge_number(row: _Row) -> _Row:
+    """Set ``holds`` of a quoted number from its tolerance (None without a paper value)."""
+    if not math.isfinite(row.paper):
+        row.criterion, row.holds = "no paper value to compare with", None
+    elif math.isfinite(row.ours):
+        row.holds = bool(_number_test(row.criterion)(row.ours, row.paper))
+    return row
+
+
 def _value_row(results: _Results, used: set, notebook: str, key: str, *, quantity: str, section: str,
-               paper: float | None = None, unit: str = "", claim: str = "") -> _Row:
-    """A number the paper quotes: ours, the paper's (the record's, else ``paper``), no verdict."""
+               paper: float | None = None, unit: str = "", claim: str = "",
+               criterion: str = DEFAULT_NUMBER_CRITERION) -> _Row:
+    """A number the paper quotes: ours, the paper's (the record's, else ``paper``), and whether
+    ours is within the tolerance ``criterion`` of it."""
     used.add((notebook, key))
     row = _Row(quantity, claim or NUMBER_CLAIM, section, paper=_float(paper), unit=unit,
                data_source=results.data_source(notebook), source=f"{notebook}.json: {key}",
-               criterion="" if paper is not None else "no paper value to compare with")
+               criterion=criterion or DEFAULT_NUMBER_CRITERION)
     record, note = results.record(notebook, key)
     if record is None:
         return _missing(row, note)
     row.ours = float(record["value"])
     if record.get("paper") is not None:
         row.paper = _float(record["paper"])
-        row.criterion = ""
     row.unit = record.get("unit") or unit
-    return row
+    return _judge_number(row)
 
 
 def _claim_row(results: _Results, used: set, notebook: str, keys: list[str], *, quantity: str, claim: str,
@@ -247,8 +279,8 @@ def _largest_share(results: _Results, used: set, label: str, window: str, *, cla
         row.holds = True
     elif other_values:
         row.holds = bool(all(share > float(v["value"]) for v in other_values))
-        if row.holds and len(labels) < len(APOGEE_LABELS) - 1:
-            row.note = "only compared with the labels whose share the chapter records"
+        if row.holds and not labels:
+            row.note = "no other label's share recorded"
     else:
         row.holds = False
     return row
@@ -282,8 +314,8 @@ def _funnel_rows(results: _Results, used: set, paper_funnel: dict[str, int]) -> 
         row = _Row(f"fraction kept from '{previous}' to '{step}'", FUNNEL_CLAIM, section,
                    paper=paper / paper_before if paper_before > 0 else math.nan,
                    ours=kept / kept_before if kept_before > 0 else math.nan, data_source=source,
-                   source=f"{path}: n_kept", criterion="ratio of the paper's counts beside ratio of ours")
-        rows.append(row)
+                   source=f"{path}: n_kept", criterion=DEFAULT_NUMBER_CRITERION)
+        rows.append(_judge_number(row))
     return rows
 
 
@@ -300,12 +332,24 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def _criterion_test(criterion: str) -> Callable[[float], bool]:
-    """The test a criterion such as ``"ratio < 1"``, ``"fraction > 0.5"`` or ``"< 60 s"`` states."""
-    match = re.search(r"(<=|>=|≤|≥|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)", criterion)
+def _criterion_test(criterion: str, paper: float | None = None) -> Callable[[float], bool]:
+    """The test a criterion states: ``"ratio < 1"``, ``"fraction > 0.5"``, ``"< 60 s"``, a bound
+    ``"< paper"`` (the paper's value of the row), or a range ``"in [0, 4]"``."""
+    interval = re.search(r"in \[\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\]", criterion)
+    if interval:
+        low, high = float(interval.group(1)), float(interval.group(2))
+        return lambda value: low <= value <= high
+    match = re.search(r"(<=|>=|≤|≥|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?|paper\b)", criterion)
     if match is None:
-        raise ValueError(f"data/paper/claims.csv: cannot read the criterion {criterion!r} (want e.g. 'ratio < 1').")
-    compare, bound = _COMPARE[match.group(1)], float(match.group(2))
+        raise ValueError(f"data/paper/claims.csv: cannot read the criterion {criterion!r} (want e.g. 'ratio < 1', "
+                         "'< paper' or 'in [0, 4]').")
+    if match.group(2) == "paper":
+        if paper is None or not math.isfinite(paper):
+            raise ValueError(f"data/paper/claims.csv: the criterion {criterion!r} needs the row's paper value.")
+        bound = float(paper)
+    else:
+        bound = float(match.group(2))
+    compare = _COMPARE[match.group(1)]
     return lambda value: compare(value, bound)
 
 
@@ -326,12 +370,12 @@ def _claim_rows(results: _Results, used: set, claim: dict[str, str]) -> list[_Ro
     paper = _paper_number(claim) if kind != "funnel" else None
     if kind == "number":
         row = _value_row(results, used, notebook, keys[0], quantity=claim["quantity"], section=claim["section"],
-                         paper=paper, unit=claim["unit"], claim=claim["claim"])
+                         paper=paper, unit=claim["unit"], claim=claim["claim"], criterion=claim["criterion"])
         return [row]
     if kind == "claim":
         return [_claim_row(results, used, notebook, keys, quantity=claim["quantity"], claim=claim["claim"],
                            section=claim["section"], combine=_COMBINE[claim["combine"]],
-                           test=_criterion_test(claim["criterion"]), criterion=claim["criterion"], unit=claim["unit"],
+                           test=_criterion_test(claim["criterion"], paper), criterion=claim["criterion"], unit=claim["unit"],
                            paper=paper)]
     if kind == "falls_with_snr":
         return [_falls_with_snr(results, notebook, claim["table"], claim["label"], claim["section"])]
@@ -403,10 +447,12 @@ def build_scorecard(results_dir: str | Path | None = None, *, extra_results_dirs
 
 
 def scorecard_summary(table) -> dict[str, int]:
-    """Counts: rows, rows missing, claims judged, claims holding, rows on mock data."""
+    """Counts: rows; verdicts that hold, that fail, and rows that cannot be judged (missing record,
+    or no paper value); rows missing; rows on mock data."""
     holds = list(table["holds"])
     return {"rows": len(table), "missing": int(np.sum(np.asarray(table["status"]) == "missing")),
             "claims_judged": sum(value is not None for value in holds), "claims_holding": sum(value is True for value in holds),
+            "claims_failing": sum(value is False for value in holds), "not_judged": sum(value is None for value in holds),
             "mock_rows": int(np.sum(np.asarray(table["mock"])))}
 
 
@@ -467,4 +513,50 @@ def scorecard_html(table) -> str:
         style = ' style="color:#888"' if missing else ""
         lines.append(f"<tr{style}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     lines.append("</table></div>")
+    return "\n".join(lines)
+
+
+def _verdict_sentence(row) -> str:
+    unit = str(row["unit"])
+    unit = f" {unit}" if unit and unit != "1" else ""
+    ours, paper = _number(float(row["ours"])), _number(float(row["paper"]))
+    beside = f" (paper: {paper}{unit})" if paper != "–" else ""
+    return f"{row['quantity']}: {ours}{unit}{beside}, {row['criterion']}"
+
+
+def discussion_markdown(notebook: str, results_dir: str | Path | None = None) -> str:
+    """The closing discussion of a chapter, in words built from its recorded numbers.
+
+    Every scorecard row of ``notebook`` is listed under what agrees with the paper, what does not and
+    what cannot be judged, each with our number, the paper's and the criterion, and, for rows that
+    fail on mock data, the reminder that the mock and the profile's sizes are not the paper's.
+
+    Parameters
+    ----------
+    notebook : str
+        The chapter (its records are ``<results_dir>/<notebook>.json``).
+    results_dir : path, optional
+        Default ``_build/results``.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
+    table = build_scorecard(results_dir)
+    rows = [row for row in table if str(row["source"]).startswith(f"{notebook}.json") or
+            str(row["source"]).startswith(f"tables/{notebook}-")]
+    agree = [row for row in rows if row["holds"] is True]
+    disagree = [row for row in rows if row["holds"] is False]
+    unjudged = [row for row in rows if row["holds"] is None]
+    lines = [f"Of the {len(rows)} numbers and claims of the paper this chapter rebuilds (the scorecard's rows), "
+             f"{len(agree)} agree with the paper, {len(disagree)} do not and {len(unjudged)} cannot be judged here."]
+    for title, group in (("Agrees with the paper", agree), ("Does not agree", disagree), ("Cannot be judged", unjudged)):
+        if group:
+            lines.append(f"\n**{title}.**\n")
+            lines += [f"- {_verdict_sentence(row)}" + (f" — {row['note']}" if row["note"] else "") for row in group]
+    if disagree and any(bool(row["mock"]) for row in disagree):
+        lines.append("\nOn mock data a disagreement can come from the mock (its spectra and catalogue labels are "
+                     "not LAMOST's) or from a profile smaller than the paper's (fewer stars, sparser grids); the "
+                     "chapter's text above says which where it is known.")
     return "\n".join(lines)

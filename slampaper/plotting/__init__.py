@@ -11,7 +11,7 @@ from slampaper.plotting.kgiants import (
                                       plot_alpha_vs_metallicity,
                                       plot_cv_scatter_vs_snr,
                                       plot_kiel_with_polygon,
-                                      plot_label_distance,
+                                      plot_label_distance_histogram,
                                       plot_one_to_one,
 )
 from slampaper.plotting.lasp import (
@@ -23,5 +23,5 @@ from slampaper.plotting.lasp import (
 from slampaper.plotting.style import annotate_source
 
 __all__ = ["plot_cods", "plot_flux_vs_teff", "plot_toy_fits", "plot_cv_mse_map", "plot_pixel_statistics", "plot_kiel_and_one_to_one",
-           "plot_errors_vs_snr", "plot_ensemble_errors", "plot_kiel_with_polygon", "plot_label_distance", "plot_cv_scatter_vs_snr",
+           "plot_errors_vs_snr", "plot_ensemble_errors", "plot_kiel_with_polygon", "plot_label_distance_histogram", "plot_cv_scatter_vs_snr",
            "plot_one_to_one", "plot_alpha_vs_metallicity", "annotate_source"]

@@ -11,7 +11,7 @@ from scipy.stats import binned_statistic_2d
 from slampaper.plotting.lasp import LABEL_TEX, plot_errors_vs_snr
 from slampaper.plotting.style import annotate_source
 
-__all__ = ["plot_kiel_with_polygon", "plot_label_distance", "plot_cv_scatter_vs_snr", "plot_one_to_one",
+__all__ = ["plot_kiel_with_polygon", "plot_label_distance_histogram", "plot_cv_scatter_vs_snr", "plot_one_to_one",
            "plot_alpha_vs_metallicity"]
 
 TEFF_RANGE = (3300.0, 6500.0)
@@ -35,32 +35,50 @@ def _polygon(axis, polygon):
     axis.plot(closed[:, 0], closed[:, 1], "r-", lw=1.2, label="K-giant polygon")
 
 
-def plot_kiel_with_polygon(reference: Table, predicted: Table, polygon: np.ndarray, *, source_label: str, reference_name: str):
-    """Figure 5: Kiel diagrams of the reference (APOGEE) and SLAM labels of all common stars, with the polygon."""
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.3), layout="constrained", sharey=True)
-    for axis, table, title in ((axes[0], reference, reference_name), (axes[1], predicted, "SLAM")):
-        image = _kiel(axis, np.asarray(table["teff"], float), np.asarray(table["logg"], float), title)
+def plot_kiel_with_polygon(predicted: Table, lamost: Table, apogee: Table, polygon: np.ndarray, *, selected: np.ndarray,
+                           selection_name: str, slam_shows_all: bool, source_label: str):
+    """Figures 5 and 6 laid out as the paper's: SLAM's Kiel diagram with the K-giant polygon, then the
+    LAMOST and the APOGEE labels of the selected stars.
+
+    Parameters
+    ----------
+    predicted : Table
+        SLAM's ``teff``, ``logg`` and ``converged`` for every star.
+    lamost, apogee : Table
+        ``teff`` and ``logg`` of the same stars from LAMOST (LASP) and APOGEE.
+    polygon : ndarray, shape (n_vertex, 2)
+    selected : ndarray of bool, shape (n_star,)
+        The stars of the middle and right panels (Figure 5: inside the polygon; Figure 6: D < 2.5).
+    selection_name : str
+        How they were selected, for the titles.
+    slam_shows_all : bool
+        The left panel shows all converged stars (Figure 5) or only the selected ones (Figure 6).
+    """
+    converged = np.asarray(predicted["converged"], bool)
+    selected = np.asarray(selected, bool) & converged
+    left = converged if slam_shows_all else selected
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained", sharey=True)
+    panels = ((axes[0], predicted, left, f"SLAM, {'all converged' if slam_shows_all else selection_name} ({left.sum()})"),
+              (axes[1], lamost, selected, f"LAMOST labels, {selection_name} ({selected.sum()})"),
+              (axes[2], apogee, selected, f"APOGEE labels, {selection_name} ({selected.sum()})"))
+    for axis, table, rows, title in panels:
+        image = _kiel(axis, np.asarray(table["teff"], float)[rows], np.asarray(table["logg"], float)[rows], title)
         _polygon(axis, polygon)
-    axes[1].legend(fontsize=8, loc="upper left")
+    axes[0].legend(fontsize=8, loc="upper left")
     figure.colorbar(image, ax=axes, label="count")
     annotate_source(figure, source_label)
     return figure
 
 
-def plot_label_distance(predicted: Table, distance: np.ndarray, threshold: float, *, source_label: str):
-    """Figure 6: the label distance D to the training set: its histogram and the Kiel diagram split at D = threshold."""
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+def plot_label_distance_histogram(distance: np.ndarray, threshold: float, *, source_label: str):
+    """The distribution of the label distance D (Eq. 11) with the paper's D < 2.5 cut (beyond the paper)."""
+    figure, axis = plt.subplots(figsize=(6, 3.6), layout="constrained")
     finite = np.isfinite(distance)
-    axes[0].hist(np.log10(np.clip(distance[finite], 1e-3, None)), bins=60, color="0.4")
-    axes[0].axvline(np.log10(threshold), color="r", label=f"D = {threshold:g}")
-    axes[0].set_xlabel(r"log$_{10}$ D")
-    axes[0].set_ylabel("stars")
-    axes[0].legend(fontsize=8)
-    teff, logg = np.asarray(predicted["teff"], float), np.asarray(predicted["logg"], float)
-    near = finite & (distance < threshold)
-    _kiel(axes[1], teff[near], logg[near], f"D < {threshold:g} ({near.sum()} stars)")
-    image = _kiel(axes[2], teff[finite & ~near], logg[finite & ~near], f"D ≥ {threshold:g} ({(finite & ~near).sum()} stars)")
-    figure.colorbar(image, ax=axes[1:], label="count")
+    axis.hist(np.log10(np.clip(distance[finite], 1e-3, None)), bins=60, color="0.4")
+    axis.axvline(np.log10(threshold), color="r", label=f"D = {threshold:g}")
+    axis.set_xlabel(r"log$_{10}$ D")
+    axis.set_ylabel("stars")
+    axis.legend(fontsize=8)
     annotate_source(figure, source_label)
     return figure
 
@@ -106,21 +124,38 @@ def plot_one_to_one(reference: np.ndarray, predicted: np.ndarray, label_names: l
     return figure
 
 
-def plot_alpha_vs_metallicity(predicted: Table, *, source_label: str, title: str):
-    """Figure 9: [alpha/M] against [M/H], coloured by the median [C/N] = [C/M] - [N/M] in each bin."""
-    m_h = np.asarray(predicted["m_h"], float)
-    alpha_m = np.asarray(predicted["alpha_m"], float)
-    carbon_to_nitrogen = np.asarray(predicted["c_m"], float) - np.asarray(predicted["n_m"], float)
-    finite = np.isfinite(m_h) & np.isfinite(alpha_m) & np.isfinite(carbon_to_nitrogen)
-    statistic, x_edges, y_edges, _ = binned_statistic_2d(m_h[finite], alpha_m[finite], carbon_to_nitrogen[finite],
-                                                         statistic="median", bins=(np.linspace(-2.0, 0.6, 45), np.linspace(-0.2, 0.45, 40)))
-    counts, _, _, _ = binned_statistic_2d(m_h[finite], alpha_m[finite], None, statistic="count", bins=(x_edges, y_edges))
-    statistic = np.where(counts >= 3, statistic, np.nan)
-    figure, axis = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
-    image = axis.pcolormesh(x_edges, y_edges, statistic.T, cmap="RdYlBu_r")
-    figure.colorbar(image, ax=axis, label="median [C/N]")
-    axis.set_xlabel(LABEL_TEX["m_h"])
-    axis.set_ylabel(LABEL_TEX["alpha_m"])
-    axis.set_title(title, fontsize=10)
+def plot_alpha_vs_metallicity(panels: dict[str, Table], *, source_label: str):
+    """Figure 9 laid out as the paper's: for each sample (columns), the counts (top row) and the median
+    [C/N] = [C/M] - [N/M] (bottom row) in the [alpha/M]-[M/H] plane, counts contoured in white on the
+    last median panel. Only empty bins are blank; no star is masked out.
+
+    Parameters
+    ----------
+    panels : dict of str to Table
+        Column title -> ``m_h``, ``alpha_m``, ``c_m``, ``n_m`` (the paper: SLAM and APOGEE labels of the
+        common stars, SLAM labels of all K giants with S/N_g > 80).
+    """
+    x_edges, y_edges = np.linspace(-2.0, 0.6, 45), np.linspace(-0.2, 0.45, 40)
+    figure, axes = plt.subplots(2, len(panels), figsize=(5.0 * len(panels), 8.0), layout="constrained", squeeze=False)
+    for column, (title, table) in enumerate(panels.items()):
+        m_h, alpha_m = np.asarray(table["m_h"], float), np.asarray(table["alpha_m"], float)
+        carbon_to_nitrogen = np.asarray(table["c_m"], float) - np.asarray(table["n_m"], float)
+        finite = np.isfinite(m_h) & np.isfinite(alpha_m) & np.isfinite(carbon_to_nitrogen)
+        counts, _, _ = np.histogram2d(m_h[finite], alpha_m[finite], bins=(x_edges, y_edges))
+        image = axes[0, column].pcolormesh(x_edges, y_edges, np.where(counts > 0, counts, np.nan).T, norm=LogNorm(vmin=1),
+                                           cmap="viridis")
+        figure.colorbar(image, ax=axes[0, column], label="count")
+        axes[0, column].set_title(f"{title} ({finite.sum()} stars)", fontsize=9)
+        median, _, _, _ = binned_statistic_2d(m_h[finite], alpha_m[finite], carbon_to_nitrogen[finite], statistic="median",
+                                              bins=(x_edges, y_edges))
+        image = axes[1, column].pcolormesh(x_edges, y_edges, median.T, cmap="RdYlBu_r", vmin=-0.8, vmax=0.4)
+        figure.colorbar(image, ax=axes[1, column], label="median [C/N]")
+        if column == len(panels) - 1 and counts.max() > 0:
+            centres_x, centres_y = 0.5 * (x_edges[1:] + x_edges[:-1]), 0.5 * (y_edges[1:] + y_edges[:-1])
+            axes[1, column].contour(centres_x, centres_y, counts.T, levels=np.geomspace(2, max(counts.max(), 3), 4),
+                                    colors="white", linewidths=0.6)
+        for axis in axes[:, column]:
+            axis.set_xlabel(LABEL_TEX["m_h"])
+            axis.set_ylabel(LABEL_TEX["alpha_m"])
     annotate_source(figure, source_label)
     return figure

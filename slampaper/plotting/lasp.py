@@ -10,7 +10,7 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from slampaper.plotting.style import annotate_source
 
-__all__ = ["plot_pixel_statistics", "plot_kiel_and_one_to_one", "plot_errors_vs_snr", "plot_ensemble_errors", "LABEL_TEX"]
+__all__ = ["wavelength_panels", "percentile_spectra", "plot_pixel_statistics", "plot_kiel_and_one_to_one", "plot_errors_vs_snr", "plot_ensemble_errors", "LABEL_TEX"]
 
 LABEL_TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$", "m_h": "[M/H]", "feh": "[Fe/H]",
              "alpha_m": r"[$\alpha$/M]", "c_m": "[C/M]", "n_m": "[N/M]"}
@@ -18,6 +18,26 @@ LABEL_TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$", "m_h": "[M/H]
 
 def _tex(name: str) -> str:
     return LABEL_TEX.get(name, name)
+
+
+def wavelength_panels(wave: np.ndarray, n_panels: int = 3) -> list[np.ndarray]:
+    """Pixel masks cutting the wavelength range into ``n_panels`` equal parts (the paper's Figures 2 and 10)."""
+    edges = np.linspace(wave[0], wave[-1], n_panels + 1)
+    return [(wave >= low) & (wave <= high) for low, high in zip(edges[:-1], edges[1:])]
+
+
+def percentile_spectra(flux: np.ndarray, ivar: np.ndarray) -> dict[int, np.ndarray]:
+    """The 16th, 50th and 84th percentile of the flux at each pixel over the good pixels (ivar > 0)."""
+    masked = np.where(ivar > 0, flux, np.nan)
+    with np.errstate(all="ignore"):
+        return {percentile: np.nanpercentile(masked, percentile, axis=0) for percentile in (16, 50, 84)}
+
+
+def _draw_percentile_spectra(axis, wave: np.ndarray, percentiles: dict[int, np.ndarray], pixels: np.ndarray,
+                             colour: str = "k"):
+    for percentile, style in ((16, "--"), (50, "-"), (84, "--")):
+        axis.plot(wave[pixels], percentiles[percentile][pixels], color=colour, ls=style, lw=0.5, alpha=0.7,
+                  label="50th" if percentile == 50 else ("16th, 84th" if percentile == 16 else None))
 
 
 def plot_pixel_statistics(
@@ -28,7 +48,9 @@ def plot_pixel_statistics(
     *,
     source_label: str,
 ):
-    """Figure 2: percentile spectra of the training set, then CV MSE and CV MD^2 per pixel.
+    """Figure 2 laid out as the paper's: CV MSE in the upper three panels and CV MD^2 in the lower three,
+    the wavelength range split over the three, each over the 16/50/84 percentile training spectra, with
+    dashed lines at each model's median level.
 
     Parameters
     ----------
@@ -39,23 +61,33 @@ def plot_pixel_statistics(
         ``{"SLAM": {"cv_mse": ..., "cv_md": ...}, "The Cannon": {...}}``, arrays (n_pix,)
         in standardized flux units.
     """
-    figure, axes = plt.subplots(3, 1, figsize=(12, 8), sharex=True, layout="constrained")
-    masked = np.where(ivar > 0, flux, np.nan)
-    for percentile, style in ((16, ":"), (50, "-"), (84, "--")):
-        axes[0].plot(wave, np.nanpercentile(masked, percentile, axis=0), "k", ls=style, lw=0.7,
-                     label=f"{percentile}th percentile")
-    axes[0].set_ylabel("normalized flux")
-    axes[0].legend(fontsize=8, loc="lower right", ncol=3)
-    colours = {"SLAM": "C3", "The Cannon": "C0"}
-    for name, values in statistics.items():
-        axes[1].plot(wave, values["cv_mse"], lw=0.7, color=colours.get(name), label=f"{name} (median {np.nanmedian(values['cv_mse']):.3f})")
-        axes[2].plot(wave, values["cv_md"] ** 2, lw=0.7, color=colours.get(name), label=name)
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("CV MSE")
-    axes[1].legend(fontsize=8, loc="upper right")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel(r"CV MD$^2$")
-    axes[2].set_xlabel(r"wavelength [$\AA$]")
+    panels = wavelength_panels(wave)
+    percentiles = percentile_spectra(flux, ivar)
+    figure, axes = plt.subplots(6, 1, figsize=(12, 13), layout="constrained")
+    colours = {"SLAM": "C3", "The Cannon": "0.55"}
+    quantities = (("cv_mse", lambda values: values, "CV MSE"), ("cv_md", np.square, r"CV MD$^2$"))
+    for row, (key, transform, name) in enumerate(quantities):
+        for column, pixels in enumerate(panels):
+            axis = axes[3 * row + column]
+            for model, values in statistics.items():
+                shown = transform(np.asarray(values[key], dtype=float))
+                median = float(np.nanmedian(shown))
+                axis.plot(wave[pixels], shown[pixels], lw=0.6, color=colours.get(model),
+                          label=f"{model} (median {median:.3g})")
+                axis.axhline(median, color=colours.get(model), ls="--", lw=0.8)
+            axis.set_yscale("log")
+            axis.set_ylabel(name)
+            axis.set_xlim(wave[pixels][0], wave[pixels][-1])
+            spectra = axis.twinx()
+            _draw_percentile_spectra(spectra, wave, percentiles, pixels)
+            spectra.set_ylim(0, 1.4)
+            spectra.set_ylabel("normalized flux", fontsize=7)
+            if column == 0:
+                axis.legend(fontsize=7, loc="lower left", ncol=2)
+                if row == 0:
+                    spectra.legend(fontsize=7, loc="lower right", title="training spectra, percentiles",
+                                   title_fontsize=7)
+    axes[-1].set_xlabel(r"wavelength [$\AA$]")
     annotate_source(figure, source_label)
     return figure
 
@@ -77,7 +109,8 @@ def plot_kiel_and_one_to_one(
     reference_name: str,
     source_label: str,
 ):
-    """Figure 3: per S/N bin, the Kiel diagram of SLAM labels and one-to-one plots against the reference.
+    """Figure 3 as the paper's: per S/N bin, the Kiel diagram of the reference (catalogue) labels, that
+    of SLAM's labels, then SLAM against the reference for every label.
 
     Parameters
     ----------
@@ -87,9 +120,11 @@ def plot_kiel_and_one_to_one(
     snr : ndarray, shape (n_star,)
     """
     n_bin = len(snr_bins)
-    figure, axes = plt.subplots(n_bin, 1 + len(label_names), figsize=(3.1 * (1 + len(label_names)), 2.6 * n_bin),
+    n_kiel = 2   # the paper's first two panels: the reference labels' Kiel diagram, then SLAM's
+    figure, axes = plt.subplots(n_bin, n_kiel + len(label_names), figsize=(3.0 * (n_kiel + len(label_names)), 2.6 * n_bin),
                                 layout="constrained", squeeze=False)
     limits = {name: np.nanpercentile(np.asarray(reference[name], float), [0.5, 99.5]) for name in label_names}
+    kiel_bins = (np.linspace(*limits[label_names[0]], 40), np.linspace(*limits[label_names[1]], 40))
     # One colour scale for every panel (the largest count of any 40 x 40 cell), so colours compare.
     vmax = 1.0
     for low, high in snr_bins:
@@ -101,13 +136,13 @@ def plot_kiel_and_one_to_one(
             vmax = max(vmax, float(np.histogram2d(x[finite], y[finite], bins=(edges, edges))[0].max(initial=1.0)))
     for row, (low, high) in enumerate(snr_bins):
         in_bin = (snr >= low) & (snr < high)
-        teff, logg = (np.asarray(predicted[name], float)[in_bin] for name in label_names[:2])
-        image = _hist2d(axes[row, 0], teff, logg, bins=(np.linspace(*limits[label_names[0]], 40), np.linspace(*limits[label_names[1]], 40)),
-                        vmax=vmax)
-        axes[row, 0].invert_xaxis()
-        axes[row, 0].invert_yaxis()
+        for column, table in enumerate((reference, predicted)):
+            teff, logg = (np.asarray(table[name], float)[in_bin] for name in label_names[:2])
+            image = _hist2d(axes[row, column], teff, logg, bins=kiel_bins, vmax=vmax)
+            axes[row, column].invert_xaxis()
+            axes[row, column].invert_yaxis()
         axes[row, 0].set_ylabel(f"S/N$_g$ {low:g}–{high:g}\n{_tex(label_names[1])}")
-        for column, name in enumerate(label_names, start=1):
+        for column, name in enumerate(label_names, start=n_kiel):
             axis = axes[row, column]
             x = np.asarray(reference[name], float)[in_bin]
             y = np.asarray(predicted[name], float)[in_bin]
@@ -119,13 +154,15 @@ def plot_kiel_and_one_to_one(
             axis.text(0.04, 0.96, f"bias {np.mean(difference[ok]):.3g}\nscatter {np.std(difference[ok]):.3g}\nN = {ok.sum()}",
                       transform=axis.transAxes, va="top", fontsize=7)
             if row == 0:
-                axis.set_title(_tex(name), fontsize=9)
+                axis.set_title(f"{_tex(name)}: SLAM vs {reference_name}", fontsize=8)
             if row == n_bin - 1:
                 axis.set_xlabel(f"{reference_name}")
         if row == 0:
-            axes[row, 0].set_title("Kiel diagram (SLAM)", fontsize=9)
+            axes[row, 0].set_title(f"Kiel diagram ({reference_name})", fontsize=8)
+            axes[row, 1].set_title("Kiel diagram (SLAM)", fontsize=8)
         if row == n_bin - 1:
             axes[row, 0].set_xlabel(_tex(label_names[0]))
+            axes[row, 1].set_xlabel(_tex(label_names[0]))
     colorbar = figure.colorbar(image, ax=axes, label="stars per cell", location="right", shrink=0.25, aspect=15)
     colorbar.set_ticks([tick for tick in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000) if tick <= vmax],
                        labels=None)

@@ -80,7 +80,8 @@ def test_rows_from_records_and_tables_with_ratio_verdict_and_data_source(tmp_pat
 
     teff = _row(table, "CV scatter of Teff at S/N_g > 100")
     assert teff["status"] == "ok" and teff["ours"] == 60.0 and teff["paper"] == 50.0 and teff["unit"] == "K"
-    assert teff["ratio"] == pytest.approx(1.2) and teff["holds"] is None
+    # a quoted number has a verdict too: 60 K is within a factor 1.5 of 50 K
+    assert teff["ratio"] == pytest.approx(1.2) and teff["holds"] is True and teff["criterion"] == "within a factor 1.5"
     assert teff["data_source"] == "mock" and teff["mock"]
     assert _row(table, "fraction of pixels where SLAM's CV MSE < The Cannon's")["holds"] is True
     assert _row(table, "median CV MSE per pixel, SLAM / The Cannon")["ours"] == pytest.approx(0.5)
