@@ -44,6 +44,7 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 
 import slamlib
+from slamlib import fitting
 from slamlib.files import atomic_write
 from slamlib.fitting import (
     EXTRAPOLATION_MARGIN,
@@ -88,29 +89,15 @@ class ChunkSource:
 
 
 def training_label_range(model: SlamModel) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest training value of every label, physical units, shape (n_label,) each."""
-    support = model.label_scaler_.inverse_transform(model.training_.expansion.support_labels)
-    return support.min(axis=0), support.max(axis=0)
+    """Smallest and largest training value of every label (:func:`slamlib.fitting.training_label_range`)."""
+    return fitting.training_label_range(model.state_)
 
 
 def flag_extrapolation(labels: np.ndarray, low: np.ndarray, high: np.ndarray,
                        margin: float = EXTRAPOLATION_MARGIN) -> np.ndarray:
-    """True for rows with a finite label beyond ``[low - margin * span, high + margin * span]``.
-
-    Parameters
-    ----------
-    labels : ndarray, shape (n_spec, n_label)
-    low, high : ndarray, shape (n_label,)
-        The training range.
-    margin : float
-        Allowed excess as a fraction of the span ``high - low``.
-
-    Returns
-    -------
-    ndarray of bool, shape (n_spec,)
-    """
-    return np.any(extrapolated_labels(labels, low, high, margin), axis=1)
-
+    """True for rows with a finite label beyond the training range widened by ``margin`` of its span
+    (:func:`slamlib.fitting.extrapolated_labels`)."""
+    return np.any(fitting.extrapolated_labels(np.atleast_2d(labels), low, high, margin), axis=1)
 
 def _failed(model: SlamModel, n_spec: int, reason: str) -> PredictionResult:
     n_label = len(model.label_names_)
