@@ -169,6 +169,40 @@ def duplicate_rows(flux: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
     return [np.array(rows) for rows in groups.values() if len(rows) > 1]
 
 
+def _labels_array(labels: Any, label_names: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    """Labels as a float array (n_star, n_label); an astropy Table gives its columns (all of them, or
+    ``label_names`` in that order) and, when ``label_names`` is None, their names."""
+    from astropy.table import Table
+
+    if isinstance(labels, Table):
+        names = list(labels.colnames) if label_names is None else [str(name) for name in label_names]
+        missing = [name for name in names if name not in labels.colnames]
+        if missing:
+            raise ValueError(f"the labels table has no columns {missing}; it has {labels.colnames}.")
+        columns = []
+        for name in names:
+            try:
+                columns.append(np.ma.asarray(labels[name], dtype=float).filled(np.nan))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"label column {name!r} is not numeric ({error}); convert or drop it.") from error
+        return np.column_stack(columns) if columns else np.empty((len(labels), 0)), names
+    return np.asarray(labels, dtype=float), label_names
+
+
+def wavelengths_in_angstrom(wave: Any) -> np.ndarray:
+    """A wavelength grid as float Angstrom: an astropy ``Quantity`` is converted (a unit that is not a
+    length raises ``ValueError``), plain numbers are taken as Angstrom."""
+    from astropy import units
+
+    if isinstance(wave, units.Quantity):
+        try:
+            return np.asarray(wave.to_value(units.AA), dtype=float)
+        except units.UnitConversionError as error:
+            raise ValueError(f"wave has unit {wave.unit}, not a length; give wavelengths in Angstrom or as a "
+                             "Quantity of length.") from error
+    return np.asarray(wave, dtype=float)
+
+
 def _validate_grid(param_grid: dict[str, Any]) -> dict[str, list[float]]:
     if not isinstance(param_grid, dict) or set(param_grid) != {"C", "gamma"}:
         raise ValueError(f'param_grid must be a dict with exactly the keys "C" and "gamma", got {param_grid!r}.')
@@ -268,7 +302,7 @@ class SlamModel(BaseEstimator):
     def _check_training_input(flux, ivar, labels, label_names, label_ranges=None):
         flux = np.asarray(flux, dtype=float)
         ivar = np.asarray(ivar, dtype=float)
-        labels = np.asarray(labels, dtype=float)
+        labels, label_names = _labels_array(labels, label_names)
         if labels.ndim == 1:
             labels = labels[:, None]
         if flux.ndim != 2 or ivar.shape != flux.shape:
@@ -378,6 +412,7 @@ class SlamModel(BaseEstimator):
         """
         param_grid, epsilon, n_folds, backend = self._checked_parameters()
         flux, labels, good, label_names = self._check_training_input(flux, ivar, labels, label_names, label_ranges)
+        wave = None if wave is None else wavelengths_in_angstrom(wave)
         if wave is not None and np.shape(wave) != (flux.shape[1],):
             raise ValueError(f"wave has shape {np.shape(wave)}, expected ({flux.shape[1]},).")
         runner = LocalRunner() if runner is None else runner

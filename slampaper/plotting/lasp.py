@@ -64,7 +64,7 @@ def plot_pixel_statistics(
     panels = wavelength_panels(wave)
     percentiles = percentile_spectra(flux, ivar)
     figure, axes = plt.subplots(6, 1, figsize=(12, 13), layout="constrained")
-    colours = {"SLAM": "C3", "The Cannon": "0.55"}
+    colours = {"SLAM": "C3", "The Cannon": "C0"}   # the paper draws The Cannon in grey, the spectra in black
     quantities = (("cv_mse", lambda values: values, "CV MSE"), ("cv_md", np.square, r"CV MD$^2$"))
     for row, (key, transform, name) in enumerate(quantities):
         for column, pixels in enumerate(panels):
@@ -158,8 +158,8 @@ def plot_kiel_and_one_to_one(
             if row == n_bin - 1:
                 axis.set_xlabel(f"{reference_name}")
         if row == 0:
-            axes[row, 0].set_title(f"Kiel diagram ({reference_name})", fontsize=8)
-            axes[row, 1].set_title("Kiel diagram (SLAM)", fontsize=8)
+            axes[row, 0].set_title(f"Kiel diagram: {reference_name}", fontsize=8)
+            axes[row, 1].set_title("Kiel diagram: SLAM", fontsize=8)
         if row == n_bin - 1:
             axes[row, 0].set_xlabel(_tex(label_names[0]))
             axes[row, 1].set_xlabel(_tex(label_names[0]))

@@ -346,3 +346,23 @@ def test_ensemble_needs_the_cv_sub_models(fitted, tmp_path):
     flux = fitted.predict_spectrum(np.array([5000.0, 4.0, 0.0]))
     with pytest.raises(ValueError, match="CV sub-models"):
         slim.predict(flux, np.full(flux.shape, 1e4), ensemble=True)
+
+
+def test_labels_as_a_table_and_wavelengths_as_a_quantity(data):
+    from astropy import units
+    from astropy.table import Table
+
+    labels, flux, ivar = data
+    names = [f"label_{index}" for index in range(labels.shape[1])]
+    table = Table(labels, names=names)
+    wave = np.linspace(4000.0, 4100.0, flux.shape[1])
+    grid = {"C": [10.0], "gamma": [0.1]}
+    from_arrays = SlamModel(param_grid=grid, cv=3, n_jobs=1).fit(flux, ivar, labels, names, wave=wave)
+    from_table = SlamModel(param_grid=grid, cv=3, n_jobs=1).fit(flux, ivar, table, wave=(wave / 10.0) * units.nm)
+    assert from_table.label_names_ == names
+    np.testing.assert_allclose(from_table.wave_, wave, rtol=1e-12)
+    np.testing.assert_array_equal(from_table.training_.expansion.dual_coef, from_arrays.training_.expansion.dual_coef)
+    with pytest.raises(ValueError, match="not a length"):
+        SlamModel(param_grid=grid, cv=3, n_jobs=1).fit(flux, ivar, table, wave=wave * units.s)
+    with pytest.raises(ValueError, match="no columns"):
+        SlamModel(param_grid=grid, cv=3, n_jobs=1).fit(flux, ivar, table, ["teff"])
