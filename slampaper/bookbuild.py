@@ -24,7 +24,7 @@ import yaml
 
 from slampaper.paths import build_dir, project_root, results_dir
 
-__all__ = ["load_profiles", "profile_names", "chapter_notebooks", "notebook_parameters", "execute_notebook", "build_book", "main"]
+__all__ = ["load_profiles", "run_declared_sweeps", "profile_names", "chapter_notebooks", "notebook_parameters", "execute_notebook", "build_book", "main"]
 
 
 
@@ -83,6 +83,20 @@ def _stage_sources(site_dir: Path) -> None:
             shutil.copy2(path, site_dir / "book" / path.name)
 
 
+def run_declared_sweeps(profile: str, sweeps_dir: Path, *, workers: int = 2) -> float:
+    """Run every sweep of ``sweeps.yml`` at ``profile``'s size (cached points are not run again), so
+    the Sweeps chapter has something to show; returns the seconds it took. A failing point is
+    reported and the build goes on."""
+    from slampaper import sweeps
+
+    start = time.perf_counter()
+    for name in sweeps.load_sweeps():
+        print(f"[book] running sweep {name} (profile {profile})", flush=True)
+        report = sweeps.run_sweep(name, profile, workers=workers, sweeps_dir=sweeps_dir, progress=True)
+        print(f"[book] {report.summary()}", flush=True)
+    return time.perf_counter() - start
+
+
 def build_book(
     profile: str = "quick", *, only: list[str] | None = None, html: bool = True, build_directory: Path | None = None
 ) -> dict[str, float]:
@@ -119,6 +133,8 @@ def build_book(
     for name in chapter_notebooks():
         if only is not None and name not in only:
             continue
+        if name == "sweeps" and profile in profiles.get("sweeps_in_build", []):
+            timings["sweeps (run)"] = run_declared_sweeps(profile, build_directory / "sweeps")
         start = time.perf_counter()
         print(f"[book] executing {name} (profile {profile})", flush=True)
         execute_notebook(name, notebook_parameters(name, profile, profiles), site_dir, output_dir)

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import MaskedColumn, Table
 from matplotlib.path import Path as PolygonPath
 
 from slamlib.data import select_apogee_common
 from slamlib.fitting import PredictionResult
 from slamlib.metrics import (
     cv_statistics,
+    error_model,
     fit_error_models,
     scatter_by_snr,
 )
@@ -40,7 +41,7 @@ from slampaper.paper import paper_constants
 __all__ = [
     "PAPER_GRID", "PAPER_CV_SCATTER_SNR100", "PAPER_FUNNEL", "PAPER_POLYGON_COMPLETENESS", "KGIANT_POLYGON", "SNR_BINS",
     "TrainingSelection", "select_training_set", "CrossValidation", "train_and_cross_validate",
-    "in_polygon", "label_catalogue", "lamost_label", "paper_label_distance", "TABLE2_COLUMNS",
+    "in_polygon", "label_catalogue", "lamost_label", "table2", "paper_label_distance", "TABLE2_COLUMNS",
 ]
 
 _SECTION4 = paper_constants()["section4"]
@@ -61,7 +62,7 @@ KGIANT_POLYGON = np.array([(3600.0, 0.0), (4500.0, 0.0), (5400.0, 2.3), (5400.0,
 SNR_BINS = [5.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 250.0, 1000.0]
 #: The 20 columns of our Table 2 catalogue.
 TABLE2_COLUMNS = ["obsid", "ra", "dec", "snrg"] + [f"{name}{suffix}" for name in APOGEE_LABELS for suffix in ("", "_err")] + [
-    "rchi2", "converged", "label_distance", "in_kgiant_polygon"]
+    "rms", "rchi2", "converged", "label_distance", "in_kgiant_polygon"]
 
 
 def _model_parameters(param_grid, cv, epsilon, random_state, n_jobs, backend) -> dict[str, Any]:
@@ -130,9 +131,11 @@ def select_training_set(
     steps.append((f"{clip_sigma:g}-sigma clipping (leave-1/{clip_folds}-out)", len(training)))
     paper_counts = {"input": PAPER_FUNNEL["common stars"], "teff_consistency": PAPER_FUNNEL["ten criteria"],
                     f"at most {max_bad_pixels} bad pixels": PAPER_FUNNEL["at most 50 bad pixels"]}
-    funnel = Table(rows=[(step, count, paper_counts.get(step, -1)) for step, count in steps],
-                   names=["step", "n_kept", "paper"])
-    funnel["paper"][-1] = PAPER_FUNNEL["4-sigma clipping"]
+    paper_counts[steps[-1][0]] = PAPER_FUNNEL["4-sigma clipping"]
+    # The paper's count after each step it reports; masked (no value) for the steps it does not.
+    paper = MaskedColumn([paper_counts.get(step, 0) for step, _ in steps], name="paper", dtype=np.int64,
+                         mask=[step not in paper_counts for step, _ in steps])
+    funnel = Table([[step for step, _ in steps], [count for _, count in steps], paper], names=["step", "n_kept", "paper"])
     return TrainingSelection(training, funnel, clipped)
 
 
@@ -270,6 +273,7 @@ def label_catalogue(
     for index, name in enumerate(APOGEE_LABELS):
         catalogue[name] = prediction.labels[:, index]
         catalogue[f"{name}_err"] = prediction.errors[:, index]
+    catalogue["rms"] = prediction.rms
     catalogue["rchi2"] = prediction.rchi2
     catalogue["converged"] = prediction.converged
     catalogue["label_distance"] = paper_label_distance(prediction.labels, lamost_label(sample.labels, "teff"),
@@ -277,6 +281,43 @@ def label_catalogue(
                                                        lamost_label(sample.labels, "feh"))
     catalogue["in_kgiant_polygon"] = in_polygon(prediction.labels[:, 0], prediction.labels[:, 1])
     return catalogue[TABLE2_COLUMNS], prediction
+
+
+def table2(catalogue: Table, error_models: Table, in_apogee: np.ndarray) -> Table:
+    """The paper's Table 2 from our catalogue: its 20 columns, with the S/N-based errors of the Table 1
+    error model (as the paper's catalogue gives them) and, beside them, SLAM's formal errors.
+
+    Parameters
+    ----------
+    catalogue : Table
+        :func:`label_catalogue`'s output.
+    error_models : Table
+        ``label``, ``a``, ``b``, ``c`` per label (our Table 1).
+    in_apogee : ndarray of bool, shape (n_star,)
+        Whether each star has APOGEE labels (the paper's last column).
+
+    Returns
+    -------
+    Table
+        ``obsid``, ``snrg``, ``ra``, ``dec``, the six labels, ``sigma_<label>`` (Table 1 at the star's
+        S/N_g), ``rmse``, ``kgiant_cut``, ``label_distance``, ``in_apogee``, then ``<label>_err_formal``.
+    """
+    coefficients = {str(row["label"]): (float(row["a"]), float(row["b"]), float(row["c"])) for row in error_models}
+    snr = np.asarray(catalogue["snrg"], dtype=float)
+    table = Table()
+    for column in ("obsid", "snrg", "ra", "dec"):
+        table[column] = catalogue[column]
+    for name in APOGEE_LABELS:
+        table[name] = catalogue[name]
+    for name in APOGEE_LABELS:
+        table[f"sigma_{name}"] = error_model(snr, *coefficients[name]) if name in coefficients else np.full(snr.size, np.nan)
+    table["rmse"] = catalogue["rms"]
+    table["kgiant_cut"] = catalogue["in_kgiant_polygon"]
+    table["label_distance"] = catalogue["label_distance"]
+    table["in_apogee"] = np.asarray(in_apogee, dtype=bool)
+    for name in APOGEE_LABELS:
+        table[f"{name}_err_formal"] = catalogue[f"{name}_err"]
+    return table
 
 
 def compare_with_published(catalogue: Table, published: Table, *, labels: tuple[str, ...] = APOGEE_LABELS) -> Table:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from slamlib.files import write_json_atomically
 from slampaper.paths import results_dir as default_results_dir
 
@@ -179,13 +181,44 @@ def load_records(directory: str | Path | None = None) -> dict[str, dict[str, Any
     return {path.stem: json.loads(path.read_text()) for path in sorted(Path(directory).glob("*.json"))}
 
 
-def readable(table: Table, significant: int = 4) -> Table:
-    """A copy of ``table`` whose float columns display with ``significant`` significant digits.
+def _cell_text(value: Any, significant: int) -> str:
+    """A table cell as a reader sees it: masked or NaN as "–", floats to ``significant`` digits."""
+    if value is None or np.ma.is_masked(value):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return "–" if not math.isfinite(float(value)) else f"{float(value):.{significant}g}"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
 
-    For showing a table in a chapter; the saved files keep full precision.
-    """
-    shown = table.copy(copy_data=False)
-    for name in shown.colnames:
-        if shown[name].dtype.kind == "f":
-            shown[name].info.format = f".{significant}g"
-    return shown
+
+class ReadableTable:
+    """A table shown to readers: an HTML table of formatted cells, without astropy's "Table length" line,
+    dtype row or -1-style placeholders (masked values show as "–")."""
+
+    def __init__(self, table: Table, significant: int = 4) -> None:
+        self.table = table
+        self.significant = significant
+
+    def _rows(self) -> list[list[str]]:
+        return [[_cell_text(row[name], self.significant) for name in self.table.colnames] for row in self.table]
+
+    def _repr_html_(self) -> str:
+        import html
+
+        header = "".join(f"<th>{html.escape(str(name))}</th>" for name in self.table.colnames)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in self._rows())
+        return f'<table class="table"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
+
+    def __repr__(self) -> str:
+        rows = [list(map(str, self.table.colnames))] + self._rows()
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))] if rows[0] else []
+        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
+def readable(table: Table, significant: int = 4) -> ReadableTable:
+    """``table`` for showing in a chapter: formatted cells (floats to ``significant`` digits, masked
+    values as "–"), no "Table length" or dtype rows. The saved files keep full precision."""
+    return ReadableTable(table, significant)

@@ -286,6 +286,11 @@ def _largest_share(results: _Results, used: set, label: str, window: str, *, cla
     return row
 
 
+def _paper_counts(table) -> np.ndarray:
+    """The funnel table's paper counts, -1 where the paper gives none (a masked value, or -1 in older tables)."""
+    return np.ma.asarray(table["paper"], dtype=float).filled(-1.0)
+
+
 def _funnel_rows(results: _Results, used: set, paper_funnel: dict[str, int]) -> list[_Row]:
     """The Section 4.2 funnel counts and, from the funnel table, the fraction each paper step keeps."""
     rows: list[_Row] = []
@@ -295,7 +300,7 @@ def _funnel_rows(results: _Results, used: set, paper_funnel: dict[str, int]) -> 
     keys = [key for key in results.keys("apogee_kgiants", "funnel.*")
             if (results.record("apogee_kgiants", key)[0] or {}).get("paper") is not None]
     if table is not None and {"step", "n_kept", "paper"} <= set(table.colnames):
-        ordered = [f"funnel.{step}" for step, paper in zip(table["step"], table["paper"]) if paper >= 0]
+        ordered = [f"funnel.{step}" for step, paper in zip(table["step"], _paper_counts(table)) if paper >= 0]
         keys = [key for key in ordered if key in keys] + [key for key in keys if key not in ordered]
     if not keys:
         for step, count in paper_funnel.items():
@@ -308,7 +313,7 @@ def _funnel_rows(results: _Results, used: set, paper_funnel: dict[str, int]) -> 
     used.update(("apogee_kgiants", key) for key in results.keys("apogee_kgiants", "funnel.*"))
     if table is None or not {"step", "n_kept", "paper"} <= set(table.colnames):
         return rows
-    quoted = [(str(step), float(kept), float(paper)) for step, kept, paper in zip(table["step"], table["n_kept"], table["paper"])
+    quoted = [(str(step), float(kept), float(paper)) for step, kept, paper in zip(table["step"], table["n_kept"], _paper_counts(table))
               if paper >= 0]
     for (previous, kept_before, paper_before), (step, kept, paper) in zip(quoted, quoted[1:]):
         row = _Row(f"fraction kept from '{previous}' to '{step}'", FUNNEL_CLAIM, section,

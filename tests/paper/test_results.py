@@ -28,13 +28,17 @@ def test_glue_names_are_identifiers():
     assert glue_name("cv_scatter.teff.snr-100") == "cv_scatter_teff_snr_100"
 
 
-def test_readable_rounds_the_display_of_float_columns_only():
-    from astropy.table import Table
+def test_readable_rounds_floats_blanks_masked_values_and_drops_astropys_decoration():
+    from astropy.table import MaskedColumn, Table
 
     from slampaper.results import readable
 
-    table = Table({"scatter": [159.27855, 0.000123456], "n_star": [100, 7]})
+    table = Table({"scatter": [159.27855, 0.000123456], "n_star": [100, 7],
+                   "paper": MaskedColumn([17175, 0], mask=[False, True])})
     shown = readable(table, significant=3)
-    assert shown.pformat()[2:] == ["     159    100", "0.000123      7"]
+    html = shown._repr_html_()
+    assert "<td>159</td>" in html and "<td>0.000123</td>" in html and "<td>100</td>" in html
+    assert "<td>–</td>" in html and "<td>0</td>" not in html      # masked: a dash, not a placeholder
+    assert "Table length" not in html and "int64" not in html and "float64" not in html
+    assert repr(shown).splitlines()[1].split() == ["159", "100", "17175"]
     assert table["scatter"].info.format is None          # the table itself keeps full precision
-    np.testing.assert_array_equal(shown["scatter"], table["scatter"])
