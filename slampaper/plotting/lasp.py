@@ -181,6 +181,7 @@ def plot_errors_vs_snr(
     paper_scatter: dict[str, float] | None = None,
     comparison: dict[str, Table] | None = None,
     error_models: Table | None = None,
+    reference_errors: Table | None = None,
 ):
     """Figure 4 (and 7): CV scatter, CV bias and median formal error against S/N, one panel per label.
 
@@ -194,6 +195,10 @@ def plot_errors_vs_snr(
         Other methods' scatter tables (e.g. The Cannon), drawn as dashed lines.
     error_models : astropy Table, optional
         Rows of :func:`slamlib.metrics.fit_error_models`; the fitted a exp(-b S/N) + c is drawn.
+    reference_errors : astropy Table, optional
+        Formal errors of synthetic reference stars against S/N (``star``, ``snr``,
+        ``<label>_err_median``; :func:`slampaper.lasp_test.simulated_formal_errors`), the paper's
+        red and purple curves of Figure 4.
     """
     n_label = len(label_names)
     n_column = min(n_label, 3)
@@ -212,6 +217,13 @@ def plot_errors_vs_snr(
             row = error_models[list(error_models["label"]).index(name)]
             grid = np.linspace(max(np.nanmin(snr), 1.0), np.nanmax(snr), 100)
             axis.plot(grid, row["a"] * np.exp(-row["b"] * grid) + row["c"], "k-", lw=0.8, label=r"$a\,e^{-b\,S/N}+c$")
+        if reference_errors is not None and f"{name}_err_median" in reference_errors.colnames:
+            stars = list(dict.fromkeys(str(star) for star in reference_errors["star"]))
+            for star, colour in zip(stars, ("tab:red", "tab:purple")):
+                rows = np.asarray(reference_errors["star"]) == star
+                axis.plot(np.asarray(reference_errors["snr"], float)[rows],
+                          np.asarray(reference_errors[f"{name}_err_median"], float)[rows], "-", color=colour, lw=1.0,
+                          label=f"formal error, synthetic {star}")
         if paper_scatter and name in paper_scatter:
             axis.axhline(paper_scatter[name], color="0.5", lw=0.8, ls="-.", label="paper, high S/N")
         axis.set_xlabel(r"S/N$_g$")
