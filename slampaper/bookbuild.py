@@ -69,7 +69,31 @@ def execute_notebook(name: str, parameters: dict[str, Any], site_dir: Path, outp
         str(source), str(target), parameters={**parameters, "output_dir": str(output_dir)},
         kernel_name="python3", cwd=str(project_root()), progress_bar={"desc": f"[book] {name}", "unit": "cell"},
     )
+    _show_parameters_once(target, parameters.get("profile", ""))
     return target
+
+
+def _show_parameters_once(path: Path, profile: str) -> None:
+    """Leave one parameters cell on the rendered page: the values this build ran with.
+
+    papermill keeps the notebook's own defaults cell and adds the injected values after it; the
+    defaults cell is removed from the page (tag ``remove-cell``) and the injected one is labelled
+    and folded like the other code cells.
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if "injected-parameters" in tags:
+            label = f"# Parameters of this build (profile {profile}), injected by papermill"
+            if not cell.source.startswith(label):
+                cell.source = f"{label}\n{cell.source}"
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+    nbformat.write(notebook, path)
 
 
 def _stage_sources(site_dir: Path) -> None:
