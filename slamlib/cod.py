@@ -54,7 +54,7 @@ def leave_one_label_out(
     model_parameters: dict[str, Any] | None = None,
     statistic: str = "cv_mse",
     full_model: SlamModel | None = None,
-    train_model: Callable[[str, Callable[[SlamModel], SlamModel]], SlamModel] | None = None,
+    train_model: Callable[[str, Callable[..., SlamModel]], SlamModel] | None = None,
 ) -> CodResult:
     """Train SLAM with all labels and without each label; return the CODs.
 
@@ -71,9 +71,13 @@ def leave_one_label_out(
         Which per-pixel MSE the CODs use: cross-validated (default) or on the training set.
     full_model : SlamModel, optional
         An already fitted model with all labels on the same data (saves one training).
-    cache_key : str, optional
-        Identifies the training data; when given, every model is taken from (or put in) the
-        model cache (:func:`slampaper.model_cache.cached_model`), so reruns do not retrain.
+    train_model : callable (name, fit) -> SlamModel, optional
+        How every model is obtained: called with the model's name (``"all labels"``,
+        ``"without <label>"``) and ``fit``, a function that fits a fresh :class:`SlamModel` on
+        that model's labels, ``fit(model, runner=None)`` (``runner`` as in
+        :meth:`SlamModel.fit`). It may fit with a checkpointing runner
+        (:class:`slamlib.pipeline.checkpoint.ResumableTraining`, as ``slam cod`` does), take the
+        model from a cache, or report progress. Default: ``fit(SlamModel(**model_parameters))``.
 
     Returns
     -------
@@ -90,7 +94,9 @@ def leave_one_label_out(
 
     def train(columns: list[int], name: str) -> SlamModel:
         names = [label_names[column] for column in columns]
-        fit = lambda fresh: fresh.fit(flux, ivar, labels[:, columns], names)  # noqa: E731
+        def fit(fresh: SlamModel, runner: Any = None) -> SlamModel:
+            return fresh.fit(flux, ivar, labels[:, columns], names, runner=runner)
+
         if train_model is None:
             return fit(SlamModel(**model_parameters))
         return train_model(name, fit)

@@ -30,6 +30,7 @@ from astropy.table import Table
 from joblib import Parallel, delayed
 from scipy.optimize import least_squares
 
+from slamlib.metrics import median_snr
 from slamlib.scaling import Standardizer
 from slamlib.state import FittedState
 from slamlib.svr.kernel import KernelExpansion
@@ -37,7 +38,7 @@ from slamlib.svr.kernel import KernelExpansion
 __all__ = ["GaussianPrior", "PredictionResult", "TrustLimits", "NotNormalizedWarning", "EXTRAPOLATION_MARGIN",
            "NORMALIZED_MEDIAN_RANGE", "MAX_CLIP_ROUNDS", "MAX_CLIPPED_FRACTION", "pixel_weights", "initial_guess",
            "fit_labels", "predict_labels", "normalized_residuals", "fit_quality", "cv_fit_quality",
-           "median_flux_ratio", "training_label_range", "extrapolated_labels"]
+           "median_flux_ratio", "training_label_range", "extrapolated_labels", "cv_errors"]
 
 #: Spectrum chunk for the vectorized initial-guess search (bounds memory: chunk x n_train).
 INITIAL_GUESS_CHUNK = 256
@@ -177,8 +178,8 @@ class PredictionResult:
     errors : ndarray, shape (n_spec, n_label)
         Formal errors, the square roots of the covariance diagonal. They describe the
         likelihood of one spectrum under one model and are typically smaller than the actual
-        scatter; see :class:`slamlib.ensemble.EnsemblePrediction` for errors that include the
-        training set.
+        scatter (about half of it on the mock); use :attr:`errors_cv`, or
+        :class:`slamlib.ensemble.EnsemblePrediction`, for errors that include the model's own.
     cov : ndarray, shape (n_spec, n_label, n_label)
         Covariance from the Jacobian at the solution, physical units.
     converged : ndarray of bool, shape (n_spec,)
@@ -206,6 +207,18 @@ class PredictionResult:
         Pixels removed by outlier clipping (``clip_sigma``; 0 without it).
     extrapolated : ndarray of bool, shape (n_spec,)
         A label lies beyond the training range widened by :data:`EXTRAPOLATION_MARGIN`.
+    snr : ndarray, shape (n_spec,)
+        Median S/N per pixel of the input (:func:`slamlib.metrics.median_snr`, NaN without good pixels).
+    errors_cv : ndarray, shape (n_spec, n_label)
+        The errors to trust: the model's CV error model (paper Table 1, fitted on the CV labels of
+        its training stars, :class:`slamlib.metrics.CVErrorModel`) at the spectrum's ``snr``. They
+        describe the scatter of predicted minus true labels for stars like the training stars
+        within the training stars' S/N range (``errors_cv_extrapolated`` False). NaN where the
+        labels are not finite, or for models saved before slamlib fitted the error model.
+    errors_cv_extrapolated : ndarray of bool, shape (n_spec,)
+        ``snr`` lies outside the S/N range of the training stars the error model was fitted on
+        (below it ``errors_cv`` grow as 1/(S/N) from the range's edge, above it they stay at the
+        edge's value; see :class:`slamlib.metrics.CVErrorModel`).
     """
 
     labels: np.ndarray
@@ -223,6 +236,9 @@ class PredictionResult:
     max_residual: np.ndarray
     n_clipped: np.ndarray
     extrapolated: np.ndarray
+    snr: np.ndarray
+    errors_cv: np.ndarray
+    errors_cv_extrapolated: np.ndarray
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -247,14 +263,17 @@ class PredictionResult:
         return cls(**merged, label_names=list(parts[0].label_names))
 
     def to_table(self) -> Table:
-        """The results as an astropy Table: one column per label and per label error, then the fit's quality."""
+        """The results as an astropy Table: per label its value, ``<label>_err`` (formal) and
+        ``<label>_err_cv`` (:attr:`errors_cv`), then the fit's quality, ``snr`` and ``err_cv_extrapolated``."""
         table = Table()
         for index, name in enumerate(self.label_names):
             table[name] = self.labels[:, index]
             table[f"{name}_err"] = self.errors[:, index]
+            table[f"{name}_err_cv"] = self.errors_cv[:, index]
         for name in ("rchi2", "rms", "max_residual", "converged", "good_fit", "extrapolated", "n_iter",
-                     "n_good_pixels", "n_clipped"):
+                     "n_good_pixels", "n_clipped", "snr"):
             table[name] = getattr(self, name)
+        table["err_cv_extrapolated"] = self.errors_cv_extrapolated
         table["trusted"] = self.trusted
         table["reason"] = self.reason.astype(str)
         return table
@@ -657,6 +676,30 @@ def _model_flux_at(state: FittedState, labels_std: np.ndarray) -> np.ndarray:
     return model
 
 
+def cv_errors(state: FittedState, snr: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CV error model's errors (:attr:`PredictionResult.errors_cv`) and whether their S/N is outside its range.
+
+    Parameters
+    ----------
+    state : FittedState
+    snr : ndarray, shape (n_spec,)
+    labels : ndarray, shape (n_spec, n_label)
+        Fitted labels; rows that are not finite get NaN errors.
+
+    Returns
+    -------
+    errors_cv : ndarray, shape (n_spec, n_label)
+        NaN everywhere for a model without an error model.
+    extrapolated : ndarray of bool, shape (n_spec,)
+    """
+    snr = np.asarray(snr, dtype=float)
+    fitted = np.all(np.isfinite(labels), axis=1)
+    if state.error_model is None:
+        return np.full(labels.shape, np.nan), np.zeros(snr.shape, dtype=bool)
+    errors = np.where(fitted[:, None], state.error_model.evaluate(snr), np.nan)
+    return errors, state.error_model.outside(snr) & fitted
+
+
 def predict_labels(
     flux: np.ndarray,
     ivar: np.ndarray,
@@ -711,7 +754,8 @@ def predict_labels(
     PredictionResult
         A spectrum that cannot be fitted (no finite flux, no good pixel, fewer good
         pixels than labels) gets NaN labels, ``converged`` False and its ``reason``;
-        the rest of the batch goes on. ``trusted`` marks the results to use.
+        the rest of the batch goes on. ``trusted`` marks the results to use; ``errors_cv``
+        are the errors to quote (:func:`cv_errors`).
 
     Warns
     -----
@@ -823,6 +867,8 @@ def predict_labels(
         if not parts and not fit.converged:
             parts.append("not converged")
         reason[row] = "; ".join(parts)
+    snr = median_snr(flux, ivar)
+    errors_cv, errors_cv_extrapolated = cv_errors(state, snr, labels)
     return PredictionResult(
         labels=labels,
         errors=errors,
@@ -839,4 +885,7 @@ def predict_labels(
         max_residual=max_residual,
         n_clipped=np.count_nonzero(clipped, axis=1),
         extrapolated=outside.any(axis=1),
+        snr=snr,
+        errors_cv=errors_cv,
+        errors_cv_extrapolated=errors_cv_extrapolated,
     )

@@ -4,7 +4,9 @@
   cross-validated labels against reference labels (Eqs. 9-10).
 * :func:`scatter_by_snr` -- the same statistics in bins of S/N.
 * :func:`error_model`, :func:`fit_error_model`, :func:`fit_error_models` -- the empirical
-  error model sigma(S/N) = a exp(-b S/N) + c of Table 1.
+  error model sigma(S/N) = a exp(-b S/N) + c of Table 1; :class:`CVErrorModel` and
+  :func:`fit_cv_error_model` -- that model fitted on a model's own CV labels, the error a
+  prediction's ``<label>_err_cv`` reports; :func:`median_snr` -- the S/N it is a function of.
 * :func:`label_distance` -- how far a star's labels lie from the training set, in units of
   a per-label scale.
 * :func:`coefficients_of_dependence` -- how much of the flux variance at each pixel each
@@ -34,6 +36,10 @@ __all__ = [
     "error_model",
     "fit_error_model",
     "fit_error_models",
+    "CVErrorModel",
+    "fit_cv_error_model",
+    "clipped_rms",
+    "median_snr",
     "label_distance",
     "coefficients_of_dependence",
 ]
@@ -491,6 +497,232 @@ def fit_error_models(
         standard_errors = np.sqrt(np.diag(covariance))
         rows.append((name, *parameters, *standard_errors))
     return Table(rows=rows, names=["label", "a", "b", "c", "a_err", "b_err", "c_err"])
+
+
+def median_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Median S/N per pixel, ``|flux| sqrt(ivar)``, over each spectrum's good pixels (NaN if none).
+
+    The S/N of :class:`CVErrorModel`: the same function of the spectra on the model's grid at
+    ``fit`` (training stars) and at ``predict`` (targets). It is not the g-band S/N_g of the
+    paper, but it follows it closely for normalized spectra (within a few per cent of the mock's S/N_g).
+
+    Parameters
+    ----------
+    flux, ivar : ndarray, shape (n_spec, n_pix)
+
+    Returns
+    -------
+    ndarray, shape (n_spec,)
+    """
+    flux = np.atleast_2d(np.asarray(flux, dtype=float))
+    ivar = np.atleast_2d(np.asarray(ivar, dtype=float))
+    with np.errstate(invalid="ignore", over="ignore"):
+        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+        snr = np.where(good, np.abs(np.where(good, flux, 0.0)) * np.sqrt(np.where(good, ivar, 0.0)), np.nan)
+    result = np.full(snr.shape[0], np.nan)
+    has_good = good.any(axis=1)
+    if has_good.any():
+        result[has_good] = np.nanmedian(snr[has_good], axis=1)
+    return result
+
+
+#: Differences beyond this many times their root-mean-square are clipped (iteratively) from the
+#: CV scatter of :func:`fit_cv_error_model`: the few CV fits that fail badly would otherwise set
+#: the error of all the others.
+CV_ERROR_MODEL_CLIP = 3.0
+
+
+def clipped_rms(differences: np.ndarray, *, clip: float = CV_ERROR_MODEL_CLIP, max_rounds: int = 10) -> np.ndarray:
+    """Root-mean-square about zero of each column, iteratively leaving out values beyond ``clip`` times it.
+
+    Parameters
+    ----------
+    differences : ndarray, shape (n_star, n_label)
+        E.g. CV minus training labels (about zero, so that a bias counts as error).
+    clip : float
+    max_rounds : int
+
+    Returns
+    -------
+    ndarray, shape (n_label,)
+    """
+    differences = np.atleast_2d(np.asarray(differences, dtype=float))
+    keep = np.isfinite(differences)
+    rms = np.full(differences.shape[1], np.nan)
+    for _ in range(max_rounds):
+        count = np.count_nonzero(keep, axis=0)
+        rms = np.sqrt(np.sum(np.where(keep, differences, 0.0) ** 2, axis=0) / np.maximum(count, 1))
+        with np.errstate(invalid="ignore"):
+            new_keep = np.isfinite(differences) & (np.abs(differences) <= clip * rms[None, :])
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return rms
+
+
+#: Fewest stars per S/N bin, and fewest bins, for fitting the exponential of :class:`CVErrorModel`.
+CV_ERROR_MODEL_MIN_PER_BIN = 15
+CV_ERROR_MODEL_MAX_BINS = 8
+#: The exponential is fitted only when the training stars' S/N spans at least this factor
+#: (highest over lowest); a narrower range (the paper's 120-140) cannot constrain a and b.
+CV_ERROR_MODEL_MIN_SNR_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class CVErrorModel:
+    """The Table 1 error model fitted on a model's own cross-validated labels of its training stars.
+
+    ``sigma_l(S/N) = a_l exp(-b_l S/N) + c_l`` is the scatter of CV label minus training label
+    of label l (its root-mean-square, bias included, clipped at :data:`CV_ERROR_MODEL_CLIP`
+    times itself, :func:`clipped_rms`) as a function of the stars' S/N (:func:`median_snr`), fitted by
+    :func:`fit_cv_error_model`. Unlike the formal errors it includes the model's own error (the
+    training set, the kernel, the normalization), so it describes the scatter of predicted minus
+    true labels of stars like the training stars.
+
+    Validity. It is measured on the training stars, between ``snr_range[0]`` and ``snr_range[1]``
+    (their lowest and highest S/N); :meth:`evaluate` there is the fitted curve. Above the range the
+    error is held at its value at ``snr_range[1]`` (errors do not keep falling beyond the best S/N
+    measured). Below it the curve is not extrapolated (the exponential has never seen those S/N):
+    the value at ``snr_range[0]`` is scaled by ``snr_range[0] / S/N``, the 1/(S/N) growth of
+    noise-dominated errors (paper Figure 7), which overestimates rather than underestimates.
+    :meth:`outside` marks those S/N; the catalogue calls them ``err_cv_extrapolated``. A training
+    set at one S/N (the paper's 120-140) gives a constant (``a = b = 0``): trust it near that
+    S/N only, and for fainter targets fit Table 1 on CV labels at their S/N
+    (:func:`scatter_by_snr`, :func:`fit_error_models`), as the paper's Section 4 does.
+
+    Attributes
+    ----------
+    coefficients : ndarray, shape (n_label, 3)
+        (a, b, c) of every label, physical units of the label (b per unit S/N).
+    snr_range : ndarray, shape (2,)
+        Lowest and highest S/N of the stars the model was fitted on.
+    n_stars : int
+        Training stars whose CV labels entered.
+    """
+
+    coefficients: np.ndarray
+    snr_range: np.ndarray
+    n_stars: int
+
+    def __post_init__(self) -> None:
+        coefficients = np.asarray(self.coefficients, dtype=float)
+        snr_range = np.asarray(self.snr_range, dtype=float)
+        if coefficients.ndim != 2 or coefficients.shape[1] != _N_ERROR_MODEL_PARAMETERS:
+            raise ValueError(f"CVErrorModel.coefficients must have shape (n_label, 3), got {coefficients.shape}.")
+        if not (np.all(np.isfinite(coefficients)) and np.all(coefficients >= 0)):
+            raise ValueError("CVErrorModel.coefficients must be finite and non-negative (a, b, c).")
+        if snr_range.shape != (2,) or not (np.all(np.isfinite(snr_range)) and 0 < snr_range[0] <= snr_range[1]):
+            raise ValueError(f"CVErrorModel.snr_range must be (low, high) with 0 < low <= high, got {snr_range!r}.")
+        object.__setattr__(self, "coefficients", coefficients)
+        object.__setattr__(self, "snr_range", snr_range)
+        object.__setattr__(self, "n_stars", int(self.n_stars))
+
+    @property
+    def n_label(self) -> int:
+        """Labels."""
+        return int(self.coefficients.shape[0])
+
+    def outside(self, snr: np.ndarray) -> np.ndarray:
+        """True where a finite, positive S/N lies outside :attr:`snr_range`, shape of ``snr``."""
+        snr = np.asarray(snr, dtype=float)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(snr) & (snr > 0) & ((snr < self.snr_range[0]) | (snr > self.snr_range[1]))
+
+    def evaluate(self, snr: np.ndarray) -> np.ndarray:
+        """The error of every label at each S/N (see the class notes for S/N outside the range).
+
+        Parameters
+        ----------
+        snr : ndarray, shape (n_spec,)
+
+        Returns
+        -------
+        ndarray, shape (n_spec, n_label)
+            NaN where the S/N is not finite and positive.
+        """
+        snr = np.atleast_1d(np.asarray(snr, dtype=float))
+        low, high = self.snr_range
+        usable = np.isfinite(snr) & (snr > 0)
+        clamped = np.clip(np.where(usable, snr, low), low, high)
+        a, b, c = self.coefficients.T
+        errors = error_model(clamped[:, None], a[None, :], b[None, :], c[None, :])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            growth = np.where(usable & (snr < low), low / np.where(usable, snr, 1.0), 1.0)
+        errors = errors * growth[:, None]
+        return np.where(usable[:, None], errors, np.nan)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """``error_model_coefficients``, ``error_model_snr_range`` and ``error_model_n_stars``."""
+        return {"error_model_coefficients": self.coefficients, "error_model_snr_range": self.snr_range,
+                "error_model_n_stars": np.array(self.n_stars, dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "CVErrorModel | None":
+        """The model stored by :meth:`to_arrays`, or None when ``arrays`` hold none (older files)."""
+        if "error_model_coefficients" not in arrays:
+            return None
+        return cls(arrays["error_model_coefficients"], arrays["error_model_snr_range"],
+                   int(arrays.get("error_model_n_stars", 0)))
+
+
+def fit_cv_error_model(
+    cv_labels: np.ndarray,
+    labels: np.ndarray,
+    snr: np.ndarray,
+) -> CVErrorModel:
+    """Fit :class:`CVErrorModel` on CV labels: the Table 1 model of the CV scatter against S/N.
+
+    The stars with finite CV labels and S/N are cut into equal-count S/N bins (at most
+    :data:`CV_ERROR_MODEL_MAX_BINS`, at least :data:`CV_ERROR_MODEL_MIN_PER_BIN` stars each);
+    each label's scatter per bin (Eq. 10) is fitted with :func:`fit_error_model`. With fewer than
+    four bins, an S/N range narrower than :data:`CV_ERROR_MODEL_MIN_SNR_FACTOR`, or a fit that
+    fails, the label gets the constant ``a = b = 0``, ``c`` = its scatter over all stars.
+
+    Parameters
+    ----------
+    cv_labels : ndarray, shape (n_star, n_label)
+        Cross-validated labels of the training stars (:meth:`slamlib.SlamModel.predict_cv`);
+        NaN rows (failed fits) are left out.
+    labels : ndarray, shape (n_star, n_label)
+        Their training labels.
+    snr : ndarray, shape (n_star,)
+        Their S/N (:func:`median_snr`).
+
+    Returns
+    -------
+    CVErrorModel
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or fewer than two stars have finite CV labels and S/N.
+    """
+    cv_labels = np.atleast_2d(np.asarray(cv_labels, dtype=float))
+    labels = np.atleast_2d(np.asarray(labels, dtype=float))
+    snr = np.asarray(snr, dtype=float)
+    if cv_labels.shape != labels.shape or snr.shape != (labels.shape[0],):
+        raise ValueError(f"cv_labels {cv_labels.shape}, labels {labels.shape} and snr {snr.shape} must describe "
+                         "the same stars: (n_star, n_label), (n_star, n_label) and (n_star,).")
+    used = np.all(np.isfinite(cv_labels), axis=1) & np.all(np.isfinite(labels), axis=1) & np.isfinite(snr) & (snr > 0)
+    if np.count_nonzero(used) < 2:
+        raise ValueError(f"only {np.count_nonzero(used)} stars have finite CV labels and S/N; the CV error model "
+                         "needs at least two (train on more stars).")
+    differences, snr_used = cv_labels[used] - labels[used], snr[used]
+    n_used = snr_used.size
+    coefficients = np.zeros((labels.shape[1], _N_ERROR_MODEL_PARAMETERS))
+    coefficients[:, 2] = clipped_rms(differences)
+    n_bins = min(CV_ERROR_MODEL_MAX_BINS, n_used // CV_ERROR_MODEL_MIN_PER_BIN)
+    wide = snr_used.max() >= CV_ERROR_MODEL_MIN_SNR_FACTOR * snr_used.min()
+    if n_bins > _N_ERROR_MODEL_PARAMETERS and wide:
+        order = np.argsort(snr_used, kind="stable")
+        bins = np.array_split(order, n_bins)
+        bin_snr = np.array([np.median(snr_used[members]) for members in bins])
+        for label in range(labels.shape[1]):
+            bin_scatter = np.array([clipped_rms(differences[members, label:label + 1])[0] for members in bins])
+            parameters, _ = fit_error_model(bin_snr, bin_scatter)
+            if np.all(np.isfinite(parameters)):
+                coefficients[label] = parameters
+    return CVErrorModel(coefficients, np.array([snr_used.min(), snr_used.max()]), n_used)
 
 
 # --------------------------------------------------------------------------------------

@@ -25,11 +25,13 @@ from slamlib import modelfile
 from slamlib.ensemble import EnsemblePrediction
 from slamlib.fitting import (
     GaussianPrior,
+    NotNormalizedWarning,
     PredictionResult,
     TrustLimits,
     cv_fit_quality,
     warn_if_not_normalized,
 )
+from slamlib.metrics import CVErrorModel, fit_cv_error_model, median_snr
 from slamlib.runner import LocalRunner, PredictionRunner, TrainingRunner
 from slamlib.scaling import Standardizer
 from slamlib.state import FittedState
@@ -39,7 +41,7 @@ from slamlib.svr.problem import TrainingProblem
 from slamlib.svr.result import TrainingResult, parameter_pairs
 
 __all__ = ["SlamModel", "PAPER_SECTION3_GRID", "BACKENDS", "LABEL_RANGES", "SENTINEL_VALUES", "LabelCheck",
-           "DuplicateTrainingRowsWarning", "check_training_labels", "duplicate_rows"]
+           "DuplicateTrainingRowsWarning", "check_training_labels", "duplicate_rows", "ERROR_MODEL_MAX_STARS"]
 
 #: The sparse grid of the paper's Section 3 (LASP test).
 PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
@@ -49,6 +51,11 @@ PAPER_SECTION3_GRID = {"C": [10.0, 100.0], "gamma": [0.1, 0.01]}
 #: solutions verified against the exact KKT conditions) and "libsvm" (one scikit-learn SVR per
 #: pixel, the reference). Both keep the CV fold models.
 BACKENDS = BACKEND_NAMES
+
+
+#: Training stars whose CV labels ``fit`` uses for the error model at most: above it, a subset
+#: evenly spread over the stars ranked by S/N (deterministic), to bound the cost of ``fit``.
+ERROR_MODEL_MAX_STARS = 2000
 
 
 #: Physical ranges (inclusive) of the paper's label names, physical units: a training label outside its
@@ -401,7 +408,16 @@ class SlamModel(BaseEstimator):
         Returns
         -------
         SlamModel
-            ``self``, fitted.
+            ``self``, fitted. Besides the per-pixel models it holds (``state_``) the CV fit quality
+            of the training stars (the trust limits) and the error model of ``errors_cv``
+            (:class:`slamlib.metrics.CVErrorModel`): every training star (at most
+            :data:`ERROR_MODEL_MAX_STARS`) is fitted with the CV sub-model that did not see it
+            (:meth:`predict_cv`), and the paper's Table 1 model ``a exp(-b S/N) + c`` is fitted
+            to the scatter of those CV labels about the training labels against the stars' S/N
+            (:func:`slamlib.metrics.median_snr` of their spectra, the ``snr`` that prediction
+            reports). It is valid within the training stars' S/N range; a training set at high
+            S/N only (the paper's 120-140) gives a constant valid near that S/N, and below the
+            range the errors grow as 1/(S/N) from its edge (flagged ``errors_cv_extrapolated``).
 
         Warns
         -----
@@ -430,8 +446,30 @@ class SlamModel(BaseEstimator):
                             None if wave is None else np.asarray(wave, dtype=float))
         cv_rchi2, cv_max_residual = cv_fit_quality(flux, ivar, labels, state)
         self.state_ = dataclasses.replace(state, cv_rchi2=cv_rchi2, cv_max_residual=cv_max_residual)
+        self.state_ = dataclasses.replace(self.state_, error_model=self._cv_error_model(flux, ivar, labels))
         self.training_seconds_ = time.perf_counter() - start
         return self
+
+    def _cv_error_model(self, flux: np.ndarray, ivar: np.ndarray, labels: np.ndarray) -> CVErrorModel | None:
+        """The Table 1 error model of the trusted CV labels of (at most :data:`ERROR_MODEL_MAX_STARS`) training stars."""
+        state = self.state_
+        if state.n_folds == 0:
+            return None
+        snr = median_snr(flux, ivar)
+        stars = np.arange(flux.shape[0])
+        if stars.size > ERROR_MODEL_MAX_STARS:
+            ranked = np.argsort(snr, kind="stable")
+            stars = np.sort(ranked[np.round(np.linspace(0, stars.size - 1, ERROR_MODEL_MAX_STARS)).astype(int)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotNormalizedWarning)  # fit has warned about the training spectra
+            cv = self._predict_cv_rows(flux, ivar, stars, prior=None, n_jobs=None, runner=None)
+        cv_labels = np.where(cv.trusted[:, None], cv.labels, np.nan)
+        if np.count_nonzero(cv.trusted) < 2:
+            warnings.warn(f"only {np.count_nonzero(cv.trusted)} of {stars.size} training stars have trusted CV labels, "
+                          "so no CV error model was fitted (errors_cv will be NaN); check the training set.",
+                          UserWarning, stacklevel=3)
+            return None
+        return fit_cv_error_model(cv_labels, labels[stars], snr[stars])
 
     def _require_fitted(self) -> FittedState:
         if not hasattr(self, "state_"):
@@ -641,22 +679,31 @@ class SlamModel(BaseEstimator):
             One row per training star.
         """
         state = self._require_fitted()
-        runner = self._prediction_runner(runner)
         if state.n_folds == 0:
             raise ValueError("this model holds no CV fold models (saved without them); retrain it to get CV labels.")
-        fold_of_star = state.training.fold_of_star
-        n_train = fold_of_star.size
+        n_train = state.training.fold_of_star.size
         flux = np.asarray(flux, dtype=float)
         ivar = np.asarray(ivar, dtype=float)
         if flux.shape[0] != n_train or ivar.shape != flux.shape:
             raise ValueError(f"predict_cv needs the {n_train} training spectra in fit order, got flux {flux.shape}, ivar {ivar.shape}.")
+        return self._predict_cv_rows(flux, ivar, np.arange(n_train), prior=prior, n_jobs=n_jobs, runner=runner)
+
+    def _predict_cv_rows(self, flux: np.ndarray, ivar: np.ndarray, stars: np.ndarray, *, prior: GaussianPrior | None,
+                         n_jobs: int | None, runner: PredictionRunner | None) -> PredictionResult:
+        """CV labels of the training stars ``stars`` (sorted indices in fit order), one row per star given."""
+        state = self._require_fitted()
+        runner = self._prediction_runner(runner)
+        fold_of_star = state.training.fold_of_star[stars]
         parts, positions = [], []
         for fold in range(state.n_folds):
             held_out = np.flatnonzero(fold_of_star == fold)
-            parts.append(runner.predict_labels(flux[held_out], ivar[held_out], state.sub_model(fold), prior=prior,
+            if held_out.size == 0:
+                continue
+            rows = stars[held_out]
+            parts.append(runner.predict_labels(flux[rows], ivar[rows], state.sub_model(fold), prior=prior,
                                                n_jobs=self.n_jobs if n_jobs is None else n_jobs))
             positions.append(held_out)
-        return PredictionResult.combine(parts, positions, n_train)
+        return PredictionResult.combine(parts, positions, stars.size)
 
     # -------------------------------------------------------------- persistence
     def _file_parameters(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from slamlib.svr.result import TrainingResult
 
 if TYPE_CHECKING:
     from slamlib.fitting import TrustLimits
+    from slamlib.metrics import CVErrorModel
 
 __all__ = ["FittedState", "STATE_ARRAYS"]
 
@@ -56,6 +57,10 @@ class FittedState:
         How well the CV sub-models describe the training stars they did not see
         (:func:`slamlib.fitting.cv_fit_quality`): they set :attr:`trust_limits`. None for
         models saved before slamlib recorded them.
+    error_model : CVErrorModel, optional
+        The Table 1 error model fitted on the CV labels of the training stars
+        (:func:`slamlib.metrics.fit_cv_error_model`): the ``errors_cv`` of a prediction. None for
+        models saved before slamlib fitted it (their ``errors_cv`` are NaN).
     """
 
     training: TrainingResult
@@ -66,11 +71,15 @@ class FittedState:
     start_stars: np.ndarray | None = None
     cv_rchi2: np.ndarray | None = None
     cv_max_residual: np.ndarray | None = None
+    error_model: "CVErrorModel | None" = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_names", tuple(str(name) for name in self.label_names))
         if len(self.label_names) != self.expansion.n_label:
             raise ValueError(f"{len(self.label_names)} label names for a model of {self.expansion.n_label} labels.")
+        if self.error_model is not None and self.error_model.n_label != self.expansion.n_label:
+            raise ValueError(f"an error model of {self.error_model.n_label} labels for a model of "
+                             f"{self.expansion.n_label} labels.")
 
     @property
     def trust_limits(self) -> TrustLimits:
@@ -162,7 +171,8 @@ class FittedState:
         -------
         arrays : dict of str to ndarray
             :data:`STATE_ARRAYS`, the training result's arrays, ``wave`` if known and
-            ``fold_of_star`` with the CV models, ``cv_rchi2`` and ``cv_max_residual`` if known.
+            ``fold_of_star`` with the CV models, ``cv_rchi2`` and ``cv_max_residual`` if known, and
+            the error model's arrays (:meth:`slamlib.metrics.CVErrorModel.to_arrays`) if fitted.
         metadata : dict
             ``label_names``.
         """
@@ -177,17 +187,24 @@ class FittedState:
         if self.cv_rchi2 is not None and self.cv_max_residual is not None:
             arrays["cv_rchi2"] = np.asarray(self.cv_rchi2, dtype=float)
             arrays["cv_max_residual"] = np.asarray(self.cv_max_residual, dtype=float)
+        if self.error_model is not None:
+            arrays.update(self.error_model.to_arrays())
         return arrays, {"label_names": list(self.label_names)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> "FittedState":
         """Rebuild the state written by :meth:`to_arrays`.
 
+        Files written before slamlib stored the CV residuals or the error model load without them
+        (default trust limits, NaN ``errors_cv``).
+
         Raises
         ------
         ValueError
             If an array or the label names are missing.
         """
+        from slamlib.metrics import CVErrorModel
+
         missing = [name for name in STATE_ARRAYS if name not in arrays]
         if missing:
             raise ValueError(f"the model arrays lack {missing}; it is not a complete SlamModel file.")
@@ -197,4 +214,5 @@ class FittedState:
         return cls(training=training, flux_scaler=Standardizer(arrays["flux_mean"], arrays["flux_scale"]),
                    label_scaler=Standardizer(arrays["label_mean"], arrays["label_scale"]),
                    label_names=tuple(metadata["label_names"]), wave=arrays.get("wave"),
-                   cv_rchi2=arrays.get("cv_rchi2"), cv_max_residual=arrays.get("cv_max_residual"))
+                   cv_rchi2=arrays.get("cv_rchi2"), cv_max_residual=arrays.get("cv_max_residual"),
+                   error_model=CVErrorModel.from_arrays(arrays))

@@ -31,6 +31,7 @@ from astropy.table import Table
 
 from slamlib.files import atomic_write
 from slamlib.io import SPEED_OF_LIGHT_KM_S, read_lamost
+from slamlib.metrics import median_snr
 from slamlib.pipeline.progress import make_progress_bar
 from slamlib.preprocess import prepare
 
@@ -103,27 +104,6 @@ def spectrum_paths(table: Table, column: str, table_path: str | Path) -> list[Pa
         path = Path(text)
         paths.append(path if path.is_absolute() or not text else base / path)
     return paths
-
-
-def median_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-    """Median S/N per pixel, ``|flux| sqrt(ivar)``, over each spectrum's good pixels (NaN if none).
-
-    Parameters
-    ----------
-    flux, ivar : ndarray, shape (n_spec, n_pix)
-
-    Returns
-    -------
-    ndarray, shape (n_spec,)
-    """
-    with np.errstate(invalid="ignore", over="ignore"):
-        good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-        snr = np.where(good, np.abs(np.where(good, flux, 0.0)) * np.sqrt(np.where(good, ivar, 0.0)), np.nan)
-    result = np.full(snr.shape[0], np.nan)
-    has_good = good.any(axis=1)
-    if has_good.any():
-        result[has_good] = np.nanmedian(snr[has_good], axis=1)
-    return result
 
 
 def _read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -60,7 +60,10 @@ from slamlib.runner import PredictionRunner
 __all__ = ["EXTRAPOLATION_MARGIN", "LABEL_UNITS", "ChunkSource", "add_units", "flag_extrapolation", "predict_catalogue", "predict_rows",
            "training_label_range", "write_table_atomically"]
 
-_CHUNK_FORMAT = 2
+#: Spectra fitted per call on this machine: the progress bar advances batch by batch within a chunk.
+PREDICTION_BATCH = 128
+
+_CHUNK_FORMAT = 3  # 3: the <label>_err_cv and err_cv_extrapolated columns
 _OUTSIDE_RANGE = "labels outside the training range"
 _LOG = logging.getLogger(__name__)
 
@@ -109,6 +112,8 @@ def _failed(model: SlamModel, n_spec: int, reason: str) -> PredictionResult:
         reason=np.full(n_spec, reason, dtype=object), label_names=list(model.label_names_),
         good_fit=np.zeros(n_spec, dtype=bool), max_residual=np.full(n_spec, np.nan),
         n_clipped=np.zeros(n_spec, dtype=int), extrapolated=np.zeros(n_spec, dtype=bool),
+        snr=np.full(n_spec, np.nan), errors_cv=np.full((n_spec, n_label), np.nan),
+        errors_cv_extrapolated=np.zeros(n_spec, dtype=bool),
     )
 
 
@@ -146,6 +151,7 @@ def predict_rows(
     margin: float = EXTRAPOLATION_MARGIN,
     runner: PredictionRunner | None = None,
     clip_sigma: float | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Table:
     """Fit prepared spectra and return one flagged catalogue row per spectrum.
 
@@ -162,27 +168,39 @@ def predict_rows(
         Where the fits run (:meth:`SlamModel.predict`); None: on this machine.
     clip_sigma : float, optional
         Iterative outlier clipping (:func:`slamlib.fitting.predict_labels`); None: none.
+    progress : callable (n_done) -> None, optional
+        Called with the number of spectra just finished: after every :data:`PREDICTION_BATCH`
+        spectra fitted on this machine (with a ``runner``: once the runner returns, which spreads
+        the whole set over its workers), and for the rows that are not fitted.
 
     Returns
     -------
     astropy.table.Table
-        Columns: one per label and ``<label>_err``, ``rchi2``, ``rms``, ``max_residual``,
-        ``converged``, ``good_fit``, ``extrapolated``, ``trusted``, ``n_iter``,
-        ``n_good_pixels``, ``n_clipped``, ``snr`` (median S/N per pixel of the input over the
-        model grid) and ``reason`` (empty exactly when ``trusted``).
+        Columns: one per label, ``<label>_err`` (formal: from the fit's Jacobian, about half the
+        actual scatter), ``<label>_err_cv`` (the errors to quote: the model's CV error model of
+        paper Table 1 at the row's ``snr``, :attr:`slamlib.fitting.PredictionResult.errors_cv`),
+        ``rchi2``, ``rms``, ``max_residual``, ``converged``, ``good_fit``, ``extrapolated``,
+        ``trusted``, ``n_iter``, ``n_good_pixels``, ``n_clipped``, ``snr`` (median S/N per pixel
+        of the input over the model grid), ``err_cv_extrapolated`` (``snr`` outside the training
+        stars' S/N range, where ``<label>_err_cv`` is an extrapolation) and ``reason`` (empty
+        exactly when ``trusted``).
     """
     n_spec = len(prepared)
     input_reason = np.asarray(prepared.reason, dtype=object)
     usable = np.flatnonzero(input_reason == "")
     unusable = np.flatnonzero(input_reason != "")
     parts, positions = [], []
-    if usable.size:
-        parts.append(_predict_guarded(model, prepared.flux[usable], prepared.ivar[usable], n_jobs, runner,
-                                      clip_sigma))
-        positions.append(usable)
+    report = progress if progress is not None else (lambda n_done: None)
+    batch = usable.size if runner is not None else PREDICTION_BATCH
+    for begin in range(0, usable.size, max(batch, 1)):
+        rows = usable[begin:begin + batch]
+        parts.append(_predict_guarded(model, prepared.flux[rows], prepared.ivar[rows], n_jobs, runner, clip_sigma))
+        positions.append(rows)
+        report(rows.size)
     if unusable.size:
         parts.append(dataclasses.replace(_failed(model, unusable.size, ""), reason=input_reason[unusable]))
         positions.append(unusable)
+        report(unusable.size)
     if not parts:
         parts, positions = [_failed(model, 0, "")], [np.zeros(0, dtype=int)]
     result = PredictionResult.combine(parts, positions, n_spec)
@@ -214,6 +232,7 @@ def predict_rows(
     for index, name in enumerate(result.label_names):
         table[name] = result.labels[:, index]
         table[f"{name}_err"] = result.errors[:, index]
+        table[f"{name}_err_cv"] = result.errors_cv[:, index]
     table["rchi2"] = result.rchi2
     table["rms"] = result.rms
     table["max_residual"] = result.max_residual
@@ -225,6 +244,7 @@ def predict_rows(
     table["n_good_pixels"] = result.n_good_pixels.astype(np.int32)
     table["n_clipped"] = result.n_clipped.astype(np.int32)
     table["snr"] = median_snr(prepared.flux, prepared.ivar)
+    table["err_cv_extrapolated"] = result.errors_cv_extrapolated
     table["reason"] = np.array(reason or [""], dtype=str)[:n_spec]
     return table
 
@@ -316,7 +336,8 @@ def predict_catalogue(
         The catalogue: ``row`` (index in the input), the source's extra columns, then the
         columns of :func:`predict_rows`, with units (:data:`LABEL_UNITS`) and, in its header,
         the model's checksum (``MODELSHA``), label names (``LABELS``), the slamlib version
-        (``SLAMVER``), the extrapolation margin (``EXTRAPM``) and ``CLIPSIG``.
+        (``SLAMVER``), the extrapolation margin (``EXTRAPM``), ``CLIPSIG`` and the CV error
+        model's S/N range (``ERRSNRLO``, ``ERRSNRHI``).
     """
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
@@ -330,6 +351,7 @@ def predict_catalogue(
     label_names = list(model.label_names_)
     starts = range(0, source.n_spec, chunk_size)
     chunks: list[Table] = []
+    n_reused = 0
     with make_progress_bar(total=source.n_spec, unit="spectrum", desc="predicting") as bar:
         for start in starts:
             stop = min(start + chunk_size, source.n_spec)
@@ -338,7 +360,7 @@ def predict_catalogue(
             table = _read_chunk(path, key)
             if table is None:
                 table = predict_rows(model, source.load(start, stop), n_jobs=n_jobs, margin=margin,
-                                     runner=runner, clip_sigma=clip_sigma)
+                                     runner=runner, clip_sigma=clip_sigma, progress=bar.update)
                 table.add_column(np.arange(start, stop, dtype=np.int64), name="row", index=0)
                 for position, (name, values) in enumerate((source.columns or {}).items()):
                     table.add_column(np.asarray(values)[start:stop], name=name, index=1 + position)
@@ -347,8 +369,13 @@ def predict_catalogue(
                 write_table_atomically(table, path)
             else:
                 _LOG.debug("chunk %s already done; skipped.", path.name)
+                n_reused += 1
+                bar.update(stop - start)
             chunks.append(table)
-            bar.update(stop - start)
+    if n_reused:
+        # A warning, so that the command says it by default: this run resumed an earlier one.
+        _LOG.warning("resumed: %d of %d chunks (%s) were finished by an earlier run and reused.", n_reused,
+                     len(starts), work)
     catalogue = vstack(chunks, metadata_conflicts="silent") if chunks else Table()
     catalogue.meta.clear()
     catalogue.meta["MODELSHA"] = model_checksum
@@ -358,6 +385,12 @@ def predict_catalogue(
     catalogue.meta["CLIPSIG"] = (0.0 if clip_sigma is None else float(clip_sigma), "outlier clipping, sigma (0: off)")
     catalogue.meta["TRUSTED"] = "converged & good_fit & ~extrapolated"
     catalogue.meta["LABUNITS"] = " ".join(f"{name}[{LABEL_UNITS.get(name, '?')}]" for name in label_names)
+    error_model = model.state_.error_model
+    catalogue.meta["ERRCV"] = ("a*exp(-b*snr)+c fitted on the model's CV labels" if error_model is not None
+                               else "none (model saved before slamlib fitted one)", "<label>_err_cv")
+    if error_model is not None:
+        catalogue.meta["ERRSNRLO"] = (float(error_model.snr_range[0]), "lowest S/N of the _err_cv model")
+        catalogue.meta["ERRSNRHI"] = (float(error_model.snr_range[1]), "highest S/N of the _err_cv model")
     add_units(catalogue, label_names)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomically(catalogue, output)
@@ -395,7 +428,7 @@ def add_units(catalogue: Table, label_names: list[str]) -> Table:
         unit = LABEL_UNITS.get(name)
         if unit is None or unit == "dex":
             continue
-        for column in (name, f"{name}_err"):
+        for column in (name, f"{name}_err", f"{name}_err_cv"):
             if column in catalogue.colnames:
                 catalogue[column].unit = unit
     return catalogue

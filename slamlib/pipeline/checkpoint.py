@@ -74,6 +74,9 @@ CHECKPOINT_BLOCK_SIZE = 32
 #: Version of the checkpoint directory layout.
 CHECKPOINT_FORMAT_VERSION = 2
 
+#: Backends whose first block compiles numba kernels (announced in the progress bar and the log).
+COMPILED_BACKENDS = ("batched",)
+
 _MANIFEST = "checkpoint.json"
 _LOG = logging.getLogger(__name__)
 
@@ -284,6 +287,7 @@ def train_pixel_blocks(
         If ``checkpoint_dir`` holds the checkpoint of a different training.
     """
     n_pix = problem.n_pix
+    compiles_first = backend_name in COMPILED_BACKENDS
     block_columns = pixel_blocks(n_pix, block_size)
     blocks: list[dict[str, np.ndarray] | None] = [None] * len(block_columns)
     directory = key = None
@@ -296,10 +300,15 @@ def train_pixel_blocks(
                   for number, columns in enumerate(block_columns)]
         n_done = sum(block is not None for block in blocks)
         if n_done:
-            _LOG.info("resuming from %s: %d of %d pixel blocks already trained.", directory, n_done, len(blocks))
+            # A warning, so that the command says it by default: a resumed run is not a fresh one.
+            _LOG.warning("resuming from %s: %d of %d pixel blocks already trained.", directory, n_done, len(blocks))
     pending = {number: block_columns[number] for number, block in enumerate(blocks) if block is None}
     n_done_pixels = n_pix - sum(columns.size for columns in pending.values())
     with make_progress_bar(total=n_pix, initial=n_done_pixels, unit="pixel", desc="training") as bar:
+        if pending and compiles_first:
+            _LOG.info("the first pixel block compiles the %s backend's numba kernels (cached on disk for later "
+                      "runs); the progress bar starts moving after it.", backend_name)
+            bar.set_postfix_str("first block: compiling numba kernels", refresh=True)
         if pending:
             for number, arrays in run_blocks(pending):
                 columns = block_columns[number]
@@ -308,6 +317,9 @@ def train_pixel_blocks(
                     _LOG.debug("checkpointed pixel block %d/%d (pixels %d-%d).", number + 1, len(blocks),
                                columns[0], columns[-1])
                 blocks[number] = arrays
+                if compiles_first:
+                    bar.set_postfix_str("", refresh=False)
+                    compiles_first = False
                 bar.update(columns.size)
     missing = [number for number, block in enumerate(blocks) if block is None]
     if missing:

@@ -3,7 +3,7 @@
 Every command logs through :mod:`logging` (warnings only by default, ``-v`` for progress
 messages, ``-vv`` for debugging) and shows tqdm progress bars on a terminal. Errors in
 the input stop a command with ``slam: error: ...`` and exit status 1; an interrupted
-``train`` or ``predict`` resumes when rerun with the same arguments.
+``train``, ``predict`` or ``cod`` resumes when rerun with the same arguments, and says so.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from slamlib.pipeline.catalog_input import (
     write_arrays_file,
 )
 from slamlib.pipeline.checkpoint import ResumableTraining, clear_checkpoint
-from slamlib.pipeline.progress import progress_bars
+from slamlib.pipeline.progress import make_progress_bar, progress_bars
 from slamlib.pipeline.scaleout import DaskRunner, connect
+from slamlib.pipeline.workers import workers_exit_with_parent
 from slamlib.preprocess import MAX_BAD_PIXELS, common_wave_grid, count_bad_pixels
 
 __all__ = ["main", "build_parser"]
@@ -103,7 +104,10 @@ examples:
   slam cod stars.csv --labels teff logg m_h --arrays spectra.npz --output cods.fits
 
 Writes per pixel: wave, mse_full, cod_full and, for every label, cod_<label> and
-mse_without_<label> (SLAM trained without that label; paper Section 6).
+mse_without_<label> (SLAM trained without that label; paper Section 6). The n_label + 1
+trainings are checkpointed block by block in --checkpoint-dir (default OUTPUT.checkpoint/,
+one sub-folder per training: all-labels, without-teff, ...): an interrupted run resumes when
+the same command is run again (it says so), and gives the same CODs as an uninterrupted run.
 """
 
 
@@ -336,16 +340,22 @@ def command_mock(args: argparse.Namespace) -> int:
     if args.snr is not None:
         labels["snr_g"] = float(args.snr)
     _LOG.info("synthesizing %d mock spectra (seed %d).", len(labels), args.seed)
-    batch = synthesize(labels, seed=args.seed)
     table_path = directory / "labels.csv"
-    if args.format == "fits":
-        paths = write_lamost_fits(batch, directory / "spectra", layout=args.layout, overwrite=True)
-        labels["path"] = [str(path.relative_to(directory)) for path in paths]
-        written = f"{len(paths)} FITS files in {directory / 'spectra'}"
-    else:
-        prepared = prepare(batch, _wave_grid(args), n_jobs=args.n_jobs)
-        arrays_path = write_arrays_file(directory / "spectra.npz", prepared.wave, prepared.flux, prepared.ivar)
-        written = f"{arrays_path} ({len(labels)} x {prepared.wave.size} normalized spectra)"
+    # Two stages of n_stars spectra each: synthesis, then writing the FITS files (or normalizing them).
+    with make_progress_bar(total=2 * len(labels), unit="spectrum", desc="mock: synthesizing") as bar:
+        batch = synthesize(labels, seed=args.seed)
+        bar.update(len(labels))
+        if args.format == "fits":
+            bar.set_description_str("mock: writing FITS files")
+            paths = write_lamost_fits(batch, directory / "spectra", layout=args.layout, overwrite=True)
+            labels["path"] = [str(path.relative_to(directory)) for path in paths]
+            written = f"{len(paths)} FITS files in {directory / 'spectra'}"
+        else:
+            bar.set_description_str("mock: normalizing")
+            prepared = prepare(batch, _wave_grid(args), n_jobs=args.n_jobs)
+            arrays_path = write_arrays_file(directory / "spectra.npz", prepared.wave, prepared.flux, prepared.ivar)
+            written = f"{arrays_path} ({len(labels)} x {prepared.wave.size} normalized spectra)"
+        bar.update(len(labels))
     labels.write(table_path, format="ascii.csv", overwrite=True)
     print(f"wrote {table_path} and {written}")
     return 0
@@ -473,15 +483,39 @@ def command_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_cod(args: argparse.Namespace) -> int:
-    """``slam cod``: leave-one-label-out coefficients of dependence per pixel."""
-    from slamlib.cod import leave_one_label_out
-    from slamlib.pipeline.catalog_prediction import write_table_atomically
+def _cod_checkpoint_name(name: str) -> str:
+    """The sub-directory of one leave-one-label-out training: ``all-labels``, ``without-teff``..."""
+    return "".join(character if character.isalnum() or character in "_.-" else "-" for character in name)
 
-    check_output_path(args.output, [args.table, args.arrays])
+
+def command_cod(args: argparse.Namespace) -> int:
+    """``slam cod``: leave-one-label-out coefficients of dependence per pixel, every training checkpointed."""
+    from slamlib.cod import leave_one_label_out
+    from slamlib.model import DuplicateTrainingRowsWarning, SlamModel
+    from slamlib.pipeline.catalog_prediction import write_table_atomically
+    output = check_output_path(args.output, [args.table, args.arrays])
+    checkpoint_root = (Path(args.checkpoint_dir) if args.checkpoint_dir
+                       else output.with_name(output.name + ".checkpoint"))
+    SlamModel(**_model_parameters(args))  # checks the parameters before the data are read
     training = load_training_set(args)
-    result = leave_one_label_out(training.flux, training.ivar, training.labels, training.label_names,
-                                 model_parameters=_model_parameters(args))
+    n_trainings = len(training.label_names) + 1
+    directories: list[Path] = []
+    with make_progress_bar(total=n_trainings, unit="training", desc="cod trainings") as bar:
+        def train_model(name: str, fit) -> SlamModel:
+            directory = checkpoint_root / _cod_checkpoint_name(name)
+            directories.append(directory)
+            if args.restart:
+                clear_checkpoint(directory)
+            _LOG.info("cod: training %d of %d (%s), checkpoint %s.", len(directories), n_trainings, name, directory)
+            bar.set_postfix_str(name, refresh=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DuplicateTrainingRowsWarning)  # load_training_set reported them
+                model = fit(SlamModel(**_model_parameters(args)), runner=ResumableTraining(directory))
+            bar.update(1)
+            return model
+
+        result = leave_one_label_out(training.flux, training.ivar, training.labels, training.label_names,
+                                     model_parameters=_model_parameters(args), train_model=train_model)
     table = Table()
     table["wave"] = training.wave
     table["mse_full"] = result.mse_full
@@ -489,9 +523,13 @@ def command_cod(args: argparse.Namespace) -> int:
     for index, name in enumerate(result.label_names):
         table[f"cod_{name}"] = result.cod_label[index]
         table[f"mse_without_{name}"] = result.mse_without_label[index]
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomically(table, output)
+    if not args.keep_checkpoint:
+        for directory in directories:
+            clear_checkpoint(directory)
+        with contextlib.suppress(OSError):
+            checkpoint_root.rmdir()  # only when empty
     print(f"wrote {output}: CODs of {len(table)} pixels for labels {result.label_names}")
     return 0
 
@@ -552,6 +590,14 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
 
 
+def _add_checkpoint(parser: argparse.ArgumentParser, layout: str) -> None:
+    group = parser.add_argument_group("checkpoint")
+    group.add_argument("--checkpoint-dir", metavar="DIR",
+                       help="checkpoint folder (default OUTPUT.checkpoint" + (f"; {layout}" if layout else "") + ")")
+    group.add_argument("--restart", action="store_true", help="discard an existing checkpoint and start afresh")
+    group.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after writing the output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``slam`` argument parser with its subcommands."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -581,10 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=formatter, epilog=_TRAIN_EPILOG,
                                 description="Train SLAM (one SVR per pixel, C and gamma by CV) and save the model.")
     _add_training(train)
-    group = train.add_argument_group("checkpoint")
-    group.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint folder (default OUTPUT.checkpoint)")
-    group.add_argument("--restart", action="store_true", help="discard an existing checkpoint and start afresh")
-    group.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after saving the model")
+    _add_checkpoint(train, "")
     train.add_argument("--no-cv-models", action="store_true",
                        help="do not store the CV fold models (smaller file; no CV labels later)")
     _add_scheduler(train, "train the pixel blocks")
@@ -612,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=formatter, epilog=_COD_EPILOG,
                               description="Train with all labels and without each label; write per-pixel CODs.")
     _add_training(cod)
+    _add_checkpoint(cod, "one sub-folder per training")
     cod.set_defaults(handler=command_cod)
 
     return parser
@@ -623,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "arrays", None) is not None and getattr(args, "spectra_column", None) is not None:
         parser.error("give either --spectra-column or --arrays, not both")
-    with _logging_to_stderr(args.verbose), progress_bars(args.progress), warnings.catch_warnings():
+    with _logging_to_stderr(args.verbose), progress_bars(args.progress), warnings.catch_warnings(), \
+            workers_exit_with_parent():  # a killed slam leaves no joblib workers behind
         # slamlib's warnings (un-normalized flux, repeated training rows) are messages to the user here.
         warnings.showwarning = lambda message, category, *rest, **options: _LOG.warning("%s", message)
         try:

@@ -79,9 +79,10 @@ def test_mock_train_predict_with_spectrum_files(mock_survey, capsys):
                  "--spectra-column", "path", "--output", str(output), "--n-jobs", "1"]) == 0
     assert "6 spectra" in capsys.readouterr().out
     catalogue = read_catalogue(output)
-    assert catalogue.colnames == ["row", "obsid", "path", "teff", "teff_err", "logg", "logg_err", "m_h", "m_h_err",
-                                  "rchi2", "rms", "max_residual", "converged", "good_fit", "extrapolated", "trusted",
-                                  "n_iter", "n_good_pixels", "n_clipped", "snr", "reason"]
+    assert catalogue.colnames == ["row", "obsid", "path", "teff", "teff_err", "teff_err_cv", "logg", "logg_err",
+                                  "logg_err_cv", "m_h", "m_h_err", "m_h_err_cv", "rchi2", "rms", "max_residual",
+                                  "converged", "good_fit", "extrapolated", "trusted", "n_iter", "n_good_pixels",
+                                  "n_clipped", "snr", "err_cv_extrapolated", "reason"]
     truth = Table.read(mock_survey / "test" / "labels.csv")
     np.testing.assert_array_equal(catalogue["obsid"], truth["obsid"])
     assert np.all(catalogue["snr"] > 10)
@@ -317,3 +318,88 @@ def test_progress_bars_on_request_and_quiet_by_default(arrays_survey, tmp_path, 
     error = capsys.readouterr().err
     assert "training: 100%" in error and "10/10" in error and "predicting: 100%" in error and "11/11" in error
     assert "slam: INFO: 11 spectra: 0 not converged" in error
+
+
+# ----------------------------------------------------------------------------- progress and resuming (#20)
+def _cod_arguments(arrays_survey, output):
+    return ["cod", str(arrays_survey / "train.csv"), "--labels", "teff", "logg", "--arrays",
+            str(arrays_survey / "train.npz"), "--output", str(output), "--wave-max", "4009", *TINY_MODEL]
+
+
+def test_an_interrupted_cod_resumes_from_its_checkpoints_and_says_so(arrays_survey, tmp_path, monkeypatch, capsys):
+    from slamlib.pipeline import cli
+    from slamlib.pipeline.checkpoint import ResumableTraining
+
+    reference = tmp_path / "reference.fits"
+    assert main(_cod_arguments(arrays_survey, reference)) == 0
+    assert not (tmp_path / "reference.fits.checkpoint").exists()  # removed once the output is written
+    capsys.readouterr()
+
+    calls = []
+    original = ResumableTraining.train
+
+    def interrupting(self, problem, backend, *, n_jobs):
+        calls.append(self.checkpoint_dir.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, problem, backend, n_jobs=n_jobs)
+
+    output = tmp_path / "cods.fits"
+    monkeypatch.setattr(cli.ResumableTraining, "train", interrupting)
+    assert main(_cod_arguments(arrays_survey, output)) == 130
+    assert calls == ["all-labels", "without-teff", "without-logg"]
+    checkpoint = tmp_path / "cods.fits.checkpoint"
+    assert sorted(path.name for path in checkpoint.iterdir()) == ["all-labels", "without-teff"]
+    monkeypatch.setattr(cli.ResumableTraining, "train", original)
+    capsys.readouterr()
+    assert main(_cod_arguments(arrays_survey, output)) == 0
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "all-labels" in err and "without-teff" in err
+    assert not checkpoint.exists()
+    resumed, uninterrupted = Table.read(output), Table.read(reference)
+    for name in uninterrupted.colnames:
+        assert resumed[name].tobytes() == uninterrupted[name].tobytes(), name
+
+
+def test_mock_cod_and_train_show_progress_and_announce_the_compilation(arrays_survey, tmp_path, capsys):
+    assert main(["mock", str(tmp_path / "mock"), "--n-stars", "3", "--format", "arrays", "--progress",
+                 "--n-jobs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "mock: synthesizing" in err and "mock: normalizing" in err and "6/6" in err
+    assert main([*_cod_arguments(arrays_survey, tmp_path / "cods.fits"), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "cod trainings" in err and "3/3" in err
+    assert main(["train", str(arrays_survey / "train.csv"), "--labels", *LABEL_NAMES, "--arrays",
+                 str(arrays_survey / "train.npz"), "--output", str(tmp_path / "model.npz"), *TINY_MODEL,
+                 "--progress", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "first block: compiling numba kernels" in err
+    assert "compiles the batched backend's numba kernels" in err
+
+
+def test_prediction_progress_advances_per_batch_not_per_chunk(arrays_survey, monkeypatch):
+    from slamlib.pipeline.catalog_input import PreparedInput
+
+    monkeypatch.setattr(catalog_prediction, "PREDICTION_BATCH", 4)
+    model = SlamModel.load(arrays_survey / "model.npz")
+    with np.load(arrays_survey / "targets.npz") as arrays:
+        flux, ivar = arrays["flux"][:, 5:25], arrays["ivar"][:, 5:25]
+    reason = np.full(11, "", dtype=object)
+    reason[3] = "unreadable file: x.fits"
+    steps = []
+    batched = catalog_prediction.predict_rows(model, PreparedInput(flux, ivar, reason.astype(str)),
+                                              progress=steps.append)
+    assert steps == [4, 4, 2, 1]  # ten fitted spectra in batches of four, then the unreadable row
+    monkeypatch.setattr(catalog_prediction, "PREDICTION_BATCH", 100)
+    whole = catalog_prediction.predict_rows(model, PreparedInput(flux, ivar, reason.astype(str)))
+    np.testing.assert_allclose(batched["teff"], whole["teff"], rtol=1e-10, equal_nan=True)
+
+
+def test_a_resumed_prediction_says_it_resumed(arrays_survey, tmp_path, capsys):
+    arguments = ["predict", str(arrays_survey / "model.npz"), str(arrays_survey / "targets.csv"), "--arrays",
+                 str(arrays_survey / "targets.npz"), "--output", str(tmp_path / "out.fits"), "--chunk-size", "6",
+                 "--keep-chunks", "--n-jobs", "1"]
+    assert main(arguments) == 0
+    assert "resumed" not in capsys.readouterr().err
+    assert main(arguments) == 0
+    assert "resumed: 2 of 2 chunks" in capsys.readouterr().err

@@ -622,3 +622,87 @@ def test_the_catalogue_carries_units_and_the_models_metadata(mock_set, tmp_path)
     assert catalogue.meta["MODELSHA"] == mock_set["model"].file_header_["sha256"]
     assert catalogue.meta["LABELS"] == "teff,logg,m_h" and catalogue.meta["SLAMVER"] == slamlib.__version__
     assert catalogue.meta["LABUNITS"] == "teff[K] logg[dex] m_h[dex]"
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux /proc")
+def test_workers_exit_within_seconds_when_slam_train_is_killed_with_sigkill(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from slamlib.pipeline.cli import main
+
+    assert main(["mock", str(tmp_path / "train"), "--n-stars", "120", "--format", "arrays", "--n-jobs", "1"]) == 0
+    command = [sys.executable, "-m", "slamlib.pipeline.cli", "train", str(tmp_path / "train" / "labels.csv"),
+               "--labels", "teff", "logg", "m_h", "--arrays", str(tmp_path / "train" / "spectra.npz"),
+               "--output", str(tmp_path / "model.npz"), "--n-jobs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = [pid for pid in _child_pids(process.pid)
+                       if b"popen_loky_posix" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            if len(workers) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) >= 2, "slam train started no joblib workers"
+        helpers = _child_pids(process.pid)  # workers and loky's resource trackers
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid in helpers):
+        time.sleep(0.1)
+    alive = [pid for pid in helpers if _running(pid)]
+    for pid in alive:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], f"processes of the killed slam train still alive after 10 s: {alive}"
+
+
+def test_the_command_starts_its_workers_with_the_parent_watch(monkeypatch):
+    import os
+
+    from joblib.parallel import get_active_backend
+
+    from slamlib.pipeline import cli
+    from slamlib.pipeline.workers import exit_with_parent
+
+    seen = {}
+
+    def handler(args):
+        backend, _ = get_active_backend()
+        seen.update(backend.backend_kwargs)
+        return 0
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["mock", "unused"])
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    args.handler = handler
+    assert cli.main([]) == 0
+    assert seen["initializer"] is exit_with_parent and seen["initargs"] == (os.getpid(),)
