@@ -7,6 +7,12 @@ Jupyter Book 1.x cannot pass parameters to notebooks, so the build runs in two s
 2. ``jupyter-book build`` renders that staging copy (``execute_notebooks: off``) into
    ``_build/html``.
 
+Math is rendered offline: MathJax 3 is installed from the npm registry into ``_build/npm``
+(once; never committed) and staged as ``_build/site/_mathjax/mathjax``, which ``_config.yml``
+makes Sphinx copy to ``_build/html/_static/mathjax`` and load instead of the CDN copy. When npm
+cannot install it the book still builds, but its math stays raw LaTeX (the build says so, and
+``tests/paper/test_rendered_book.py`` fails naming the missing MathJax).
+
 Usage: ``python -m slampaper.bookbuild --profile smoke|quick|paper [--only NAME ...] [--no-html]``.
 """
 
@@ -24,8 +30,16 @@ import yaml
 
 from slampaper.paths import build_dir, project_root, results_dir
 
-__all__ = ["load_profiles", "run_declared_sweeps", "profile_names", "chapter_notebooks", "notebook_parameters", "execute_notebook", "build_book", "main"]
+__all__ = ["load_profiles", "run_declared_sweeps", "profile_names", "chapter_notebooks", "notebook_parameters",
+           "execute_notebook", "stage_mathjax", "build_book", "main"]
 
+#: The npm package that renders the book's math (``mathjax_path`` in ``_config.yml`` names its entry point).
+MATHJAX_PACKAGE = "mathjax@3"
+#: What the book needs of the package's ``es5`` folder: the combined TeX/MathML-to-CommonHTML component
+#: and the folders it loads from at run time (TeX extensions, fonts, menu, accessibility).
+MATHJAX_FILES = ("tex-mml-chtml.js", "input", "output", "ui", "a11y", "sre", "adaptors")
+#: Seconds ``npm install`` may take before the build goes on without MathJax.
+NPM_TIMEOUT = 300
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, Any]:
@@ -121,6 +135,46 @@ def run_declared_sweeps(profile: str, sweeps_dir: Path, *, workers: int = 2) -> 
     return time.perf_counter() - start
 
 
+def stage_mathjax(build_directory: Path, site_dir: Path) -> bool:
+    """Install MathJax 3 with npm into ``build_directory/npm`` (reused when present) and stage it in the site.
+
+    The staged copy is ``site_dir/_mathjax/mathjax`` (``html_static_path`` and ``mathjax_path`` in
+    ``_config.yml``). The folder ``site_dir/_mathjax`` is always created, so Sphinx (run with ``-W``)
+    never warns about a missing static path. Returns False, after saying why, when MathJax could not
+    be installed: the book then builds with its math as raw LaTeX.
+    """
+    npm_dir = build_directory / "npm"
+    es5 = npm_dir / "node_modules" / "mathjax" / "es5"
+    staged = site_dir / "_mathjax" / "mathjax"
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    if not (es5 / MATHJAX_FILES[0]).is_file():
+        npm_dir.mkdir(parents=True, exist_ok=True)
+        command = ["npm", "install", "--prefix", str(npm_dir), "--no-save", "--no-package-lock", "--no-audit",
+                   "--no-fund", "--loglevel=error", MATHJAX_PACKAGE]
+        print(f"[book] installing {MATHJAX_PACKAGE} for offline math: {' '.join(command)}", flush=True)
+        try:
+            completed = subprocess.run(command, capture_output=True, text=True, timeout=NPM_TIMEOUT)
+            reason = f"npm exited with {completed.returncode}: {completed.stderr.strip()[:600]}"
+        except FileNotFoundError:
+            reason = "npm is not installed"
+        except subprocess.TimeoutExpired:
+            reason = f"npm install took more than {NPM_TIMEOUT} s"
+        if not (es5 / MATHJAX_FILES[0]).is_file():
+            print(f"[book] WARNING: {MATHJAX_PACKAGE} could not be installed ({reason}); the book builds, "
+                  f"but its math stays raw LaTeX.", file=sys.stderr, flush=True)
+            return False
+    staged.mkdir()
+    for name in MATHJAX_FILES:
+        source = es5 / name
+        if source.is_dir():
+            shutil.copytree(source, staged / name)
+        elif source.is_file():
+            shutil.copy2(source, staged / name)
+    return True
+
+
 def build_book(
     profile: str = "quick", *, only: list[str] | None = None, html: bool = True, build_directory: Path | None = None
 ) -> dict[str, float]:
@@ -170,6 +224,7 @@ def build_book(
             raise ValueError(f"cannot render the HTML book: chapters {', '.join(never_executed)} have never been "
                              f"executed in {site_dir}. Build once without --only, or pass --no-html.")
         start = time.perf_counter()
+        stage_mathjax(build_directory, site_dir)
         command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(site_dir),
                    "--path-output", str(build_directory.parent), "-W", "-n", "--keep-going", "--all"]
         subprocess.run(command, check=True)

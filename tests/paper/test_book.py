@@ -77,9 +77,8 @@ def test_rendering_a_partial_build_names_the_chapters_never_executed(tmp_path):
 
 
 @pytest.mark.book
-def test_smoke_profile_builds_the_book_with_every_expected_output(tmp_path):
-    build_directory = tmp_path / "_build"
-    timings = bookbuild.build_book("smoke", build_directory=build_directory)
+def test_smoke_profile_builds_the_book_with_every_expected_output(smoke_book):
+    build_directory, timings = smoke_book  # built once per session (conftest.py), shared with test_rendered_book.py
     assert (build_directory / "html" / "index.html").is_file()
     records = load_records(build_directory / "results")
     expected = yaml.safe_load((ROOT / "book" / "profiles.yml").read_text())["expected_outputs"]
