@@ -32,8 +32,14 @@ operations: every factor that depends on the star alone, on the species alone or
 line alone is computed once, the continuous opacity is taken at the nearest of
 :data:`N_OPACITY_NODES` wavelength nodes, and the curve-of-growth integrals are read from
 per-star tables computed at the central wavelength of each of :data:`N_SEGMENTS`
-wavelength segments. Stars are processed in blocks of :data:`STAR_BLOCK` so that the
-arrays stay in the processor cache; a star's result does not depend on the block.
+wavelength segments. The (star, line) loop itself is compiled
+(:func:`slamlib.mock.kernels.forest_deposit`: a few dozen operations, one exp, one log and
+one square root per line and star, with each line's pseudo optical depth put on its
+rest-frame pixels at once), 1.6x as fast as the numpy formulation, which is kept
+as the reference (:func:`_reference_equivalent_widths`, :func:`_cog_tables_reference`,
+:func:`render_forest`; ``tests/mock/test_mock_speed.py`` holds them equal to 1e-12).
+Stars are passed to the kernel in blocks of :data:`STAR_BLOCK`; a star's result does not
+depend on the block.
 
 Rendering
 ---------
@@ -59,10 +65,16 @@ from slamlib.mock.atmosphere import Photosphere
 from slamlib.mock.atoms import ELEMENT_INDEX, ELEMENTS, MASSES_AMU, THETA_CONSTANT
 from slamlib.mock.continuum import haze_opacity_factor
 from slamlib.mock.grid import LOG_WAVE_START, LOG_WAVE_STEP, N_PIX
+from slamlib.mock.kernels import bilinear_columns, forest_deposit, forest_widths
+from slamlib.mock.lines import _LOG_ETA_GRID as _LOG_ETA_GRID_LINES
+from slamlib.mock.lines import _LOG_Y_GRID as _LOG_Y_GRID_LINES
 from slamlib.mock.lines import (
+    _X_GRID,
     LINE_STRENGTH_SCALE,
     SURFACE_TEMPERATURE_RATIO,
     VDW_ENHANCEMENT,
+    _doppler_core_table,
+    _lorentz_wing_table,
     doppler_core_width,
     load_line_table,
     lorentz_wing_width,
@@ -347,7 +359,45 @@ def _cog_tables(teff: np.ndarray, segment_wave: np.ndarray) -> tuple[np.ndarray,
         log10 of the core half width in Doppler widths, 1 + sqrt(ln(1 + 10 eta0)).
     wing : ndarray, shape (n_star, n_segment, n_y)
         Lorentzian-wing equivalent width outside y in units of sqrt(C_L).
+
+    Notes
+    -----
+    The same values as ``doppler_core_width(eta0, x)`` and ``lorentz_wing_width(y, x)``
+    of :mod:`slamlib.mock.lines` (bit for bit: the bilinear interpolation is compiled,
+    :func:`slamlib.mock.kernels.bilinear_columns`, with the same operations in the same
+    order; see :func:`_cog_tables_reference`).
     """
+    planck_x = planck_parameter(segment_wave[None, :], teff[:, None])  # (n_star, n_segment)
+    eta0, log_eta, below, log_y, above = _cog_grids()
+    core_table = _doppler_core_table(SURFACE_TEMPERATURE_RATIO)
+    core = bilinear_columns(
+        core_table, _LOG_ETA_GRID_LINES[0], _LOG_ETA_GRID_LINES[1] - _LOG_ETA_GRID_LINES[0], _LOG_ETA_GRID_LINES.size,
+        log_eta, _X_GRID[0], _X_GRID[1] - _X_GRID[0], _X_GRID.size, planck_x,
+    )
+    core[:, :, below] *= 10.0 ** (log_eta[below] - _LOG_ETA_GRID_LINES[0])
+    saturation = core / (np.sqrt(np.pi) * eta0 * _linear_depth_slope(planck_x[:, :, None]))
+    half_width = np.log10(1.0 + np.sqrt(np.log1p(10.0 * eta0)))
+    wing_table = _lorentz_wing_table(SURFACE_TEMPERATURE_RATIO)
+    wing = bilinear_columns(
+        wing_table, _LOG_Y_GRID_LINES[0], _LOG_Y_GRID_LINES[1] - _LOG_Y_GRID_LINES[0], _LOG_Y_GRID_LINES.size,
+        log_y, _X_GRID[0], _X_GRID[1] - _X_GRID[0], _X_GRID.size, planck_x,
+    )
+    wing[:, :, above] *= 10.0 ** (_LOG_Y_GRID_LINES[-1] - log_y[above])
+    return saturation, half_width, wing
+
+
+@cache
+def _cog_grids() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """eta0 of the table, log10 eta0 as lines.doppler_core_width takes it, where that is
+    below the tabulated integrals, and the same for y of lines.lorentz_wing_width."""
+    eta0 = 10.0**_LOG_ETA0_GRID
+    log_eta = np.log10(np.maximum(eta0, 1e-300))
+    log_y = np.log10(np.maximum(10.0**_LOG_Y_GRID, 1e-300))
+    return eta0, log_eta, log_eta < _LOG_ETA_GRID_LINES[0], log_y, log_y > _LOG_Y_GRID_LINES[-1]
+
+
+def _cog_tables_reference(teff: np.ndarray, segment_wave: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_cog_tables` with numpy, from the functions of :mod:`slamlib.mock.lines` (for the tests)."""
     planck_x = planck_parameter(segment_wave[None, :], teff[:, None])  # (n_star, n_segment)
     eta0 = 10.0**_LOG_ETA0_GRID
     x = np.broadcast_to(planck_x[:, :, None], (*planck_x.shape, eta0.size))
@@ -392,11 +442,15 @@ def forest_equivalent_widths(layer: Photosphere, *, star_block: int = STAR_BLOCK
     ndarray, shape (n_star, n_line)
         Core plus Lorentzian-wing equivalent width, in the order of :func:`load_forest`.
     """
-    if not isinstance(star_block, (int, np.integer)) or star_block < 1:
-        raise ValueError(f"star_block must be a positive integer, got {star_block!r}.")
-    widths = np.empty((layer.teff.size, len(load_forest())))
-    for rows, block in _width_blocks(layer, int(star_block)):
-        widths[rows] = block
+    star_block = _check_star_block(star_block)
+    n_star = layer.teff.size
+    widths = np.empty((n_star, len(load_forest())))
+    if n_star == 0:
+        return widths
+    terms = _star_terms(layer)
+    for start in range(0, n_star, star_block):
+        rows = slice(start, min(start + star_block, n_star))
+        widths[rows] = forest_widths(*_kernel_arguments(terms, rows))
     return widths
 
 
@@ -406,7 +460,9 @@ def forest_optical_depth(
     """Optical depth of the forest on the observed pixel grid, straight from the layer.
 
     The same as ``render_forest(forest_equivalent_widths(layer), doppler_shift, n_pix)``,
-    without holding the (n_star, n_line) widths in memory.
+    without holding the (n_star, n_line) widths in memory: the compiled
+    :func:`slamlib.mock.kernels.forest_deposit` puts every line's pseudo optical depth on
+    its rest-frame pixels as soon as its width is known.
 
     Parameters
     ----------
@@ -415,25 +471,52 @@ def forest_optical_depth(
         log10(1 + z).
     n_pix : int
     star_block : int
+        Stars per call of the compiled kernel (does not change the result).
 
     Returns
     -------
     ndarray, shape (n_star, n_pix)
     """
-    layout = _layout()
-    areas = np.empty((len(load_forest()), layer.teff.size))
-    for rows, block in _width_blocks(layer, int(star_block)):
-        areas[:, rows] = _pseudo_area(block, layout).T
-    return _render_areas(areas, doppler_shift, n_pix)
-
-
-def _width_blocks(layer: Photosphere, star_block: int):
-    """Yield (rows, widths of those stars) block by block."""
-    forest = load_forest()
-    layout = _layout()
+    star_block = _check_star_block(star_block)
     n_star = layer.teff.size
     if n_star == 0:
-        return
+        return np.zeros((0, n_pix))
+    layout = _layout()
+    column, upper, pad = _deposit_columns(n_pix)
+    deposit = np.empty((n_star, n_pix + 2 * pad))
+    terms = _star_terms(layer)
+    for start in range(0, n_star, star_block):
+        rows = slice(start, min(start + star_block, n_star))
+        deposit[rows] = forest_deposit(
+            *_kernel_arguments(terms, rows), layout.angstrom_per_pixel, _PSEUDO_K, column, upper, n_pix + 2 * pad
+        )
+    return _render_deposit(deposit, pad, doppler_shift, n_pix)
+
+
+def _check_star_block(star_block) -> int:
+    if not isinstance(star_block, (int, np.integer)) or star_block < 1:
+        raise ValueError(f"star_block must be a positive integer, got {star_block!r}.")
+    return int(star_block)
+
+
+@dataclass(frozen=True)
+class _StarTerms:
+    """Per-star (and per star and species or opacity node) factors of the forest widths."""
+
+    log_population_eta0: np.ndarray  # (n_star, n_species)
+    theta: np.ndarray  # (n_star,)
+    log_node: np.ndarray  # (n_star, n_node): log10(stimulated emission / kappa)
+    log_slope: np.ndarray  # (n_star, n_node): log10 d'(0)
+    log_velocity: np.ndarray  # (n_star, n_species): log10 Doppler velocity, cm/s
+    perturbers: np.ndarray  # (n_star,): P_pert T^-0.7
+    saturation: np.ndarray  # (n_star, n_segment, n_eta0)
+    log_half_width: np.ndarray  # (n_eta0,)
+    wing: np.ndarray  # (n_star, n_segment, n_y)
+
+
+def _star_terms(layer: Photosphere) -> _StarTerms:
+    forest = load_forest()
+    layout = _layout()
     temperature = layer.temperature
     theta = THETA_CONSTANT / temperature
     log_population = _species_log_population(layer, forest)  # (n_star, n_species)
@@ -446,10 +529,74 @@ def _width_blocks(layer: Photosphere, star_block: int):
     # Doppler velocity (cm/s) of each species in each star.
     thermal = 2.0 * _BOLTZMANN_CGS * temperature[:, None] / (forest.species_mass[None, :] * _ATOMIC_MASS_G)
     log_velocity = 0.5 * np.log10(thermal + (1e5 * microturbulence(layer.logg))[:, None] ** 2)
-    # Per species: log population of the line's absorbers and log eta0 - log eta.
-    log_population_eta0 = log_population - log_velocity
-    perturbers = layer.perturber_pressure * temperature**-0.7  # (n_star,)
     saturation, log_half_width, wing = _cog_tables(layer.teff, layout.segment_wave)
+    return _StarTerms(
+        # Per species: log population of the line's absorbers and log eta0 - log eta.
+        log_population_eta0=log_population - log_velocity,
+        theta=theta,
+        log_node=log_node,
+        log_slope=log_slope,
+        log_velocity=log_velocity,
+        perturbers=layer.perturber_pressure * temperature**-0.7,
+        saturation=saturation,
+        log_half_width=log_half_width,
+        wing=wing,
+    )
+
+
+def _kernel_arguments(terms: _StarTerms, rows: slice) -> tuple:
+    """The arguments of :func:`slamlib.mock.kernels.forest_widths` for the stars ``rows``."""
+    forest = load_forest()
+    layout = _layout()
+    return (
+        np.ascontiguousarray(terms.log_population_eta0[rows]),
+        np.ascontiguousarray(terms.theta[rows]),
+        np.ascontiguousarray(terms.log_node[rows]),
+        10.0 ** terms.log_slope[rows],
+        np.ascontiguousarray(terms.log_velocity[rows]),
+        np.ascontiguousarray(terms.perturbers[rows]),
+        np.ascontiguousarray(terms.saturation[rows]),
+        np.ascontiguousarray(terms.wing[rows]),
+        terms.log_half_width[:-1].copy(),
+        np.diff(terms.log_half_width),
+        float(_LOG_ETA0_GRID[0]),
+        float(1.0 / (_LOG_ETA0_GRID[1] - _LOG_ETA0_GRID[0])),
+        int(_LOG_ETA0_GRID.size),
+        float(_LOG_Y_GRID[0]),
+        float(1.0 / (_LOG_Y_GRID[1] - _LOG_Y_GRID[0])),
+        int(_LOG_Y_GRID.size),
+        forest.species_index,
+        forest.excitation,
+        layout.node,
+        layout.segment,
+        layout.log_strength - layout.log_sqrt_pi_doppler,
+        layout.log_sqrt_pi_doppler,
+        layout.log_doppler_factor,
+        layout.vdw_width,
+        layout.radiative_width,
+    )
+
+
+def _reference_equivalent_widths(layer: Photosphere, star_block: int = STAR_BLOCK) -> np.ndarray:
+    """:func:`forest_equivalent_widths` computed with numpy (the reference of the compiled kernels)."""
+    widths = np.empty((layer.teff.size, len(load_forest())))
+    for rows, block in _width_blocks(layer, int(star_block)):
+        widths[rows] = block
+    return widths
+
+
+def _width_blocks(layer: Photosphere, star_block: int):
+    """Yield (rows, widths of those stars) block by block (numpy reference)."""
+    forest = load_forest()
+    layout = _layout()
+    n_star = layer.teff.size
+    if n_star == 0:
+        return
+    terms = _star_terms(layer)
+    theta = terms.theta
+    log_population_eta0 = terms.log_population_eta0
+    log_node, log_slope, log_velocity, perturbers = terms.log_node, terms.log_slope, terms.log_velocity, terms.perturbers
+    saturation, log_half_width, wing = _cog_tables_reference(layer.teff, layout.segment_wave)
     n_eta, n_y = _LOG_ETA0_GRID.size, _LOG_Y_GRID.size
     species_index = forest.species_index
     log_strength_eta0 = layout.log_strength - layout.log_sqrt_pi_doppler
@@ -544,6 +691,12 @@ def _render_areas(areas: np.ndarray, doppler_shift: np.ndarray, n_pix: int) -> n
         return np.zeros((0, n_pix))
     deposit_matrix, pad = _deposit_matrix(n_pix)
     deposit = (deposit_matrix @ areas).T  # (n_star, n_pix + 2 pad), rest-frame pixels
+    return _render_deposit(deposit, pad, doppler_shift, n_pix)
+
+
+def _render_deposit(deposit: np.ndarray, pad: int, doppler_shift: np.ndarray, n_pix: int) -> np.ndarray:
+    """tau on the observed grid from the areas on the rest-frame pixels, shape (n_star, n_pix + 2 pad)."""
+    n_star = deposit.shape[0]
     shift = np.asarray(doppler_shift, dtype=float) / LOG_WAVE_STEP
     whole = np.floor(shift)
     fraction = shift - whole
@@ -590,3 +743,17 @@ def _deposit_matrix(n_pix: int):
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix, pad
+
+
+@cache
+def _deposit_columns(n_pix: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rest pixel (of the padded grid) left of each line, -1 off the grid, its weight on
+    the pixel to the right, and the pad: the columns of :func:`_deposit_matrix`."""
+    layout = _layout()
+    pad = _TAP_HALF + 2
+    position = layout.pixel_position
+    left = np.floor(position)
+    upper = position - left
+    column = left.astype(np.int64) + pad
+    inside = (column >= 0) & (column + 1 < n_pix + 2 * pad)
+    return np.where(inside, column, -1), upper, pad

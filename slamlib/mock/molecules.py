@@ -267,6 +267,20 @@ def band_depth(layer: Photosphere, wave_rest: np.ndarray, *, threshold: float = 
     ndarray, shape (n_star, n_pix)
         Fractional depth (0 = no absorption).
     """
+    eta = _band_opacity(layer, wave_rest, threshold)
+    # The depth law only where there is band opacity: elsewhere the depth is 0 (where
+    # depth_law(0, x) would give 0 up to rounding, a few 1e-16).
+    absorbing = eta > 0
+    if not np.any(absorbing):
+        return eta
+    depth = np.zeros_like(eta)
+    teff = np.broadcast_to(layer.teff[:, None], eta.shape)
+    depth[absorbing] = depth_law(eta[absorbing], planck_parameter(wave_rest[absorbing], teff[absorbing]))
+    return depth
+
+
+def _band_opacity(layer: Photosphere, wave_rest: np.ndarray, threshold: float) -> np.ndarray:
+    """Opacity ratio eta of all molecular bands, shape (n_star, n_pix) (see :func:`band_depth`)."""
     n_star, n_pix = wave_rest.shape
     pressures = molecular_pressures(layer)
     kt = _BOLTZMANN_CGS * layer.temperature
@@ -295,13 +309,12 @@ def band_depth(layer: Photosphere, wave_rest: np.ndarray, *, threshold: float = 
         hi = min(int(np.searchsorted(observed_log_wave, np.log10(high_wave * velocity_margin))), n_pix)
         if hi <= lo:
             continue
-        distance = head.direction * (wave_rest[:, lo:hi] - heads[k])  # >= 0 inside the band
+        # Only the stars that have the band (the others would add exact zeros).
+        rows = np.flatnonzero(eta_integrated)
+        distance = head.direction * (wave_rest[rows, lo:hi] - heads[k])  # >= 0 inside the band
         # exp(-u / L) for u > 0 convolved with a Gaussian (exponentially modified Gaussian).
         ratio = sigma / head.length
         decay = np.exp(np.clip(0.5 * ratio**2 - distance / head.length, -700.0, 50.0))
         shape = decay * ndtr(distance / sigma - ratio) / head.length
-        eta[:, lo:hi] += eta_integrated[:, None] * shape
-    if not np.any(eta):
-        return eta
-    planck_x = planck_parameter(wave_rest, layer.teff[:, None])
-    return depth_law(eta, planck_x)
+        eta[rows, lo:hi] += eta_integrated[rows, None] * shape
+    return eta

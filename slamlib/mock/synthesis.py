@@ -13,6 +13,9 @@ Pipeline for a chunk of stars (all steps vectorized over stars, lines and pixels
    residual (:mod:`.continuum`), telluric absorption (observed frame);
 6. observation: flux level, sky, noise for the requested S/N_g, bad pixels (:mod:`.observe`).
 
+Speed: about 3 ms of CPU per 3,904-pixel spectrum on one core (the line forest is
+compiled, :mod:`.kernels`; see ``benchmarks/mock_synthesis.py`` for the figures).
+
 Every random draw of star ``i`` comes from its own generator,
 ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(i,)))``, so a star's spectrum
 depends only on (labels, seed, i) and not on the chunk size: the output is bit-for-bit
@@ -213,7 +216,9 @@ def _normalized_flux(chunk: dict[str, np.ndarray], wave: np.ndarray) -> tuple[np
     log_flux -= forest_optical_depth(layer, doppler, wave.size)
     log_flux += render_wings(strengths, lines, strong, doppler, wave.size)
     wave_rest = wave[None, :] / 10.0 ** doppler[:, None]
-    log_flux += np.log1p(-band_depth(layer, wave_rest))
+    bands = band_depth(layer, wave_rest)
+    absorbing = bands > 0
+    log_flux[absorbing] += np.log1p(-bands[absorbing])
     # Even a blend of saturated features leaves the flux of the outermost layers,
     # B(T_surface) / B(Teff) (the residual of an infinitely strong line): soft floor at half of it.
     floor = 0.5 * (1.0 - depth_law(np.inf, planck_parameter(wave_rest, chunk["teff"][:, None])))
@@ -266,13 +271,16 @@ def _observe(
         profiles = sky_line_profiles(wave)
         amplitudes = np.array([line[1] for line in SKY_LINES_AIR])
         flag_probability = np.array([0.6 if k == 0 else 0.3 if k in STRONG_SKY_LINES else 0.1 for k in range(len(SKY_LINES_AIR))])
-        sky_region = profiles > 0.1
+        flux += np.array([d["noise"] for d in draws]) * sigma
         for row, d in enumerate(draws):
-            flux[row] += d["noise"] * sigma[row]
             flux[row] += sky_level[row] * (d["sky_residual"] * amplitudes) @ profiles
-            flagged = d["sky_flag"] < flag_probability
-            if np.any(flagged):
-                ormask[row, sky_region[flagged].any(axis=0)] |= MASK_SKY_RESIDUAL
+        # Flagged sky-line residuals: the pixels where the line's profile exceeds 0.1.
+        flagged = np.array([d["sky_flag"] for d in draws]).reshape(n_star, len(SKY_LINES_AIR)) < flag_probability
+        for k, region in enumerate(profiles > 0.1):
+            rows = np.flatnonzero(flagged[:, k])
+            if rows.size and region.any():
+                ormask[rows[:, None], np.flatnonzero(region)[None, :]] |= MASK_SKY_RESIDUAL
+        for row, d in enumerate(draws):
             for pixel, amplitude, wide in zip(d["cosmic_pixel"], d["cosmic_amplitude"], d["cosmic_wide"]):
                 hit = [pixel, pixel + 1] if wide and pixel + 1 < wave.size else [pixel]
                 flux[row, hit] += amplitude * sigma[row, hit]
@@ -284,7 +292,7 @@ def _observe(
             if d["red_bad"]:
                 flux[row, -d["red_pixels"] :] = 0.0
                 ormask[row, -d["red_pixels"] :] |= MASK_BAD_RED_END
-        ivar = np.where(ormask > 0, 0.0, ivar)
+        ivar[ormask > 0] = 0.0
 
     meta: dict[str, np.ndarray] = {}
     meta["ebv"] = ebv
