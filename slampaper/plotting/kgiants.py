@@ -126,7 +126,7 @@ def plot_one_to_one(reference: np.ndarray, predicted: np.ndarray, label_names: l
 
 def plot_alpha_vs_metallicity(panels: dict[str, Table], *, source_label: str):
     """Figure 9 laid out as the paper's: for each sample (columns), the counts (top row) and the median
-    [C/N] = [C/M] - [N/M] (bottom row) in the [alpha/M]-[M/H] plane, counts contoured in white on the
+    [C/N] = [C/M] - [N/M] (bottom row) in the [alpha/M]-[M/H] plane, counts contoured (black here; white in the paper) on the
     last median panel. Only empty bins are blank; no star is masked out.
 
     Parameters
@@ -153,7 +153,7 @@ def plot_alpha_vs_metallicity(panels: dict[str, Table], *, source_label: str):
         if column == len(panels) - 1 and counts.max() > 0:
             centres_x, centres_y = 0.5 * (x_edges[1:] + x_edges[:-1]), 0.5 * (y_edges[1:] + y_edges[:-1])
             axes[1, column].contour(centres_x, centres_y, counts.T, levels=np.geomspace(2, max(counts.max(), 3), 4),
-                                    colors="white", linewidths=0.6)
+                                    colors="black", linewidths=0.5)  # the paper: white, on its darker map
         for axis in axes[:, column]:
             axis.set_xlabel(LABEL_TEX["m_h"])
             axis.set_ylabel(LABEL_TEX["alpha_m"])
