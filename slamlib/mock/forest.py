@@ -727,15 +727,9 @@ def _deposit_matrix(n_pix: int):
     """Sparse (n_pix + 2 pad, n_line) matrix putting each line's area on its two nearest rest pixels."""
     from scipy.sparse import csr_matrix
 
-    layout = _layout()
-    pad = _TAP_HALF + 2
-    position = layout.pixel_position
-    left = np.floor(position)
-    upper = position - left
-    column = left.astype(np.int64) + pad
-    n_line = position.size
-    inside = (column >= 0) & (column + 1 < n_pix + 2 * pad)
-    lines = np.flatnonzero(inside)
+    column, upper, pad = _deposit_columns(n_pix)
+    n_line = column.size
+    lines = np.flatnonzero(column >= 0)
     row_index = np.concatenate([column[lines], column[lines] + 1])
     col_index = np.concatenate([lines, lines])
     values = np.concatenate([1.0 - upper[lines], upper[lines]])
@@ -748,7 +742,7 @@ def _deposit_matrix(n_pix: int):
 @cache
 def _deposit_columns(n_pix: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The rest pixel (of the padded grid) left of each line, -1 off the grid, its weight on
-    the pixel to the right, and the pad: the columns of :func:`_deposit_matrix`."""
+    the pixel to the right, and the pad (the one derivation; :func:`_deposit_matrix` is built from it)."""
     layout = _layout()
     pad = _TAP_HALF + 2
     position = layout.pixel_position
