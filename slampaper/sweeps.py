@@ -21,14 +21,20 @@ table column per row, ``{table: scatter_by_snr, columns: [teff_scatter], row: sn
 gives one column ``teff_scatter@snr_center=<value>`` per row of the table the notebook saved.
 
 Each point executes ``book/<notebook>.ipynb`` with papermill, with the parameters of the run profile
-(``book/profiles.yml``), then the sweep's fixed parameters, then the point's; its outputs — the
-executed notebook, the notebook's results JSON (figures and tables beside it) and ``point.json``
-(parameters, status, error, wall time) — go to ``_build/sweeps/<name>/<hash>/``, where the hash is
-that of (notebook, parameters, profile). A rerun executes only the points without a successful
-``point.json``. Points run in parallel in a bounded pool of processes; a failing point is reported
-with its error while the others finish. The collected records become one table,
-``_build/sweeps/<name>/<name>.csv`` and ``.fits``, a plot ``<name>.png`` (each collected quantity
-against the swept parameter) and a summary ``<name>.json``.
+(``book/profiles.yml``), then the sweep's fixed parameters, then the point's. A point is identified
+by the hash of (notebook, its code, profile, full parameters), the full parameters being the
+notebook's literal defaults (its ``parameters`` cell) overridden by those; the sweep's name is not
+part of it. Its outputs — the executed notebook, the notebook's results JSON (figures and tables
+beside it) and ``point.json`` (parameters, status, error, wall time, the sweep that executed it and
+the SHA-256 of every output file) — go to the store shared by all sweeps,
+``_build/sweeps/_points/<hash>/``. A point is reused, by the sweep that executed it or by any other
+sweep with the same point, only when its ``point.json`` says it succeeded and every output file
+still has its recorded checksum; otherwise it is executed again. Points run in parallel in a
+bounded pool of processes; a failing point is reported with its error while the others finish.
+The collected records of a sweep become one table, ``_build/sweeps/<name>/<name>.csv`` and
+``.fits`` (with each point's hash and whether this run executed it or reused it, and from which
+sweep), a plot ``<name>.png`` (each collected quantity against the swept parameter) and a summary
+``<name>.json``.
 
 Usage::
 
@@ -52,6 +58,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import re
 import shutil
 import sys
@@ -65,7 +72,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from slamlib.files import write_json_atomically
+from slamlib.files import file_sha256, write_json_atomically
 from slamlib.pipeline.cache import parameter_hash
 from slampaper.bookbuild import notebook_parameters, profile_names
 from slampaper.paths import build_dir, project_root
@@ -73,13 +80,15 @@ from slampaper.paths import build_dir, project_root
 __all__ = [
     "SweepError", "SweepSpec", "SweepPoint", "PointResult", "SweepReport",
     "sweeps_file", "load_sweeps", "get_sweep", "notebook_parameter_names", "check_sweep", "sweep_points",
-    "point_hash", "default_sweeps_dir", "run_sweep", "collect_sweep", "sweep_status", "sweep_html",
+    "notebook_defaults", "point_hash", "points_dir", "default_sweeps_dir", "run_sweep", "collect_sweep", "sweep_status", "sweep_html",
     "show_sweep", "main",
 ]
 
 #: Parameters the sweep machinery sets itself.
 RESERVED = ("output_dir",)
 POINT_FILE = "point.json"
+#: Folder of the sweeps directory that holds every executed point, shared by all sweeps.
+POINTS_DIR = "_points"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -143,6 +152,8 @@ def _spec(name: str, entry: Any) -> SweepSpec:
     unknown = set(entry) - {"notebook", "grid", "collect", "fixed", "profile_grid", "title", "description", "log_x", "timeout"}
     if unknown:
         raise SweepError(f"sweep {name!r}: unknown keys {sorted(unknown)}.")
+    if name == POINTS_DIR:
+        raise SweepError(f"a sweep cannot be named {POINTS_DIR!r}: that folder holds the executed points.")
     for key in ("notebook", "grid", "collect"):
         if key not in entry:
             raise SweepError(f"sweep {name!r}: missing {key!r}.")
@@ -191,8 +202,8 @@ def notebook_path(notebook: str) -> Path:
     return project_root() / "book" / f"{notebook}.ipynb"
 
 
-def notebook_parameter_names(notebook: str) -> list[str]:
-    """Names assigned in the cell tagged ``parameters`` of ``book/<notebook>.ipynb``."""
+def _parameter_assignments(notebook: str) -> list[tuple[str, ast.expr | None]]:
+    """(name, value expression) of each assignment in the cell tagged ``parameters``, in cell order."""
     path = notebook_path(notebook)
     if not path.is_file():
         raise SweepError(f"notebook {path} does not exist.")
@@ -200,11 +211,33 @@ def notebook_parameter_names(notebook: str) -> list[str]:
              if "parameters" in cell.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise SweepError(f"{path.name} must have exactly one cell tagged 'parameters', found {len(cells)}.")
-    names = []
+    assignments = []
     for node in ast.parse("".join(cells[0]["source"])).body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names += [target.id for target in targets if isinstance(target, ast.Name)]
-    return names
+        assignments += [(target.id, node.value) for target in targets if isinstance(target, ast.Name)]
+    return assignments
+
+
+def notebook_parameter_names(notebook: str) -> list[str]:
+    """Names assigned in the cell tagged ``parameters`` of ``book/<notebook>.ipynb``."""
+    return [name for name, _ in _parameter_assignments(notebook)]
+
+
+def notebook_defaults(notebook: str) -> dict[str, Any]:
+    """The literal default values of the parameters of ``book/<notebook>.ipynb`` (not ``output_dir``).
+
+    A default that is not a Python literal (computed in the cell) is left out; it is part of the
+    notebook's code digest all the same.
+    """
+    defaults = {}
+    for name, value in _parameter_assignments(notebook):
+        if name in RESERVED or value is None:
+            continue
+        try:
+            defaults[name] = ast.literal_eval(value)
+        except ValueError:
+            defaults.pop(name, None)  # a later computed assignment replaces an earlier literal one
+    return defaults
 
 
 def _axis_values(spec: SweepSpec, axis: str, values: Any) -> list[tuple[Any, dict[str, Any]]]:
@@ -259,14 +292,20 @@ class SweepPoint:
     axes : dict
         Axis name -> value or label of this point.
     parameters : dict
-        Everything papermill injects except ``output_dir``.
+        Everything papermill injects except ``output_dir``: the run profile's parameters, then the
+        sweep's fixed ones, then the point's.
     hash : str
+        :func:`point_hash` of ``full_parameters``: names the point's folder in the shared store.
+    full_parameters : dict
+        The parameters the notebook runs with: its literal defaults (:func:`notebook_defaults`)
+        overridden by ``parameters``. Points of two sweeps with the same full parameters are one point.
     """
 
     index: int
     axes: dict[str, Any]
     parameters: dict[str, Any]
     hash: str
+    full_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def notebook_code_digest(notebook: str) -> str:
@@ -281,7 +320,10 @@ def notebook_code_digest(notebook: str) -> str:
 
 
 def point_hash(notebook: str, parameters: dict[str, Any], profile: str, code_digest: str = "") -> str:
-    """Hash of (notebook, its code, parameters, profile) naming a point's directory."""
+    """Hash of (notebook, its code, parameters, profile) naming a point's folder in the shared store.
+
+    The sweep's name is not part of it: two sweeps with the same point share its executed result.
+    """
     return parameter_hash({"notebook": notebook, "code": code_digest, "profile": profile,
                            "parameters": {key: value for key, value in parameters.items() if key not in RESERVED}})
 
@@ -291,6 +333,7 @@ def sweep_points(spec: SweepSpec, profile: str = "quick") -> list[SweepPoint]:
 
     check_sweep(spec, profile)
     base = {**notebook_parameters(spec.notebook, profile), **spec.fixed.get(profile, {})}
+    defaults = notebook_defaults(spec.notebook)
     axes = spec.axes(profile)
     choices = [_axis_values(spec, axis, values) for axis, values in axes.items()]
     code_digest = notebook_code_digest(spec.notebook)
@@ -300,8 +343,10 @@ def sweep_points(spec: SweepSpec, profile: str = "quick") -> list[SweepPoint]:
         for _, values in combination:
             parameters.update(values)
         parameters["profile"] = profile
+        full_parameters = {**defaults, **parameters}
         labels = {axis: label for axis, (label, _) in zip(axes, combination)}
-        points.append(SweepPoint(index, labels, parameters, point_hash(spec.notebook, parameters, profile, code_digest)))
+        points.append(SweepPoint(index, labels, parameters, point_hash(spec.notebook, full_parameters, profile, code_digest),
+                                 full_parameters))
     seen: dict[str, int] = {}
     for point in points:
         if point.hash in seen:
@@ -317,9 +362,33 @@ def default_sweeps_dir(results_directory: str | Path | None = None) -> Path:
     return build_dir() / "sweeps"
 
 
+def _sweeps_root(sweeps_dir: str | Path | None) -> Path:
+    return default_sweeps_dir() if sweeps_dir is None else Path(sweeps_dir)
+
+
+def points_dir(sweeps_dir: str | Path | None = None) -> Path:
+    """``<sweeps_dir>/_points`` (default ``_build/sweeps/_points``): every executed point, one folder per hash."""
+    return _sweeps_root(sweeps_dir) / POINTS_DIR
+
+
 @dataclass(frozen=True)
 class PointResult:
-    """What happened to one point: ``status`` ``"ok"`` or ``"failed"``, ``executed`` False if cached."""
+    """What happened to one point.
+
+    Attributes
+    ----------
+    point : SweepPoint
+    status : {"ok", "failed"}
+    executed : bool
+        True if this run executed the point, False if it reused (or only read) the stored one.
+    wall_seconds : float or None
+        Wall time of the execution that produced the stored result.
+    error : str or None
+    directory : Path
+        The point's folder in the shared store, ``<sweeps_dir>/_points/<hash>/``.
+    executed_by : str or None
+        The sweep whose run produced the stored result (this sweep or another with the same point).
+    """
 
     point: SweepPoint
     status: str
@@ -327,6 +396,20 @@ class PointResult:
     wall_seconds: float | None
     error: str | None
     directory: Path
+    executed_by: str | None = None
+
+    def source(self, sweep: str) -> str:
+        """Where the result shown by ``sweep`` comes from: ``executed``, ``cached`` or ``cached from <sweep>``.
+
+        Empty for a point that neither ran now nor has a successful stored result.
+        """
+        if self.executed:
+            return "executed"
+        if self.status != "ok":
+            return ""
+        if self.executed_by in (None, sweep):
+            return "cached"
+        return f"cached from {self.executed_by}"
 
 
 def _utc_now() -> str:
@@ -341,16 +424,38 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def _cached(point: SweepPoint, directory: Path, notebook: str) -> dict[str, Any] | None:
-    """The point's ``point.json`` if it finished successfully and its results are there."""
+def _output_checksums(directory: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file a point wrote into ``directory`` (all but ``point.json``)."""
+    return {path.relative_to(directory).as_posix(): file_sha256(path)
+            for path in sorted(directory.rglob("*")) if path.is_file() and path.name != POINT_FILE}
+
+
+def _verified_point(point: SweepPoint, directory: Path, notebook: str) -> dict[str, Any] | None:
+    """The point's ``point.json`` if it succeeded and every output file still has its recorded checksum.
+
+    ``None`` when there is no such record, it is of another point, it lacks the checksums (written by
+    an older version) or its results JSON, or any recorded file is missing or changed.
+    """
     meta = _read_json(directory / POINT_FILE)
-    if meta and meta.get("status") == "ok" and meta.get("hash") == point.hash and (directory / f"{notebook}.json").is_file():
-        return meta
-    return None
+    if not meta or meta.get("status") != "ok" or meta.get("hash") != point.hash:
+        return None
+    checksums = meta.get("sha256")
+    if not isinstance(checksums, dict) or f"{notebook}.json" not in checksums:
+        return None
+    for relative, digest in checksums.items():
+        path = directory / relative
+        if not path.is_file() or file_sha256(path) != digest:
+            return None
+    return meta
 
 
 def _execute_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Execute one point with papermill (runs in a worker process); writes and returns ``point.json``."""
+    """Execute one point with papermill (runs in a worker process); writes and returns ``point.json``.
+
+    ``point.json`` names the sweep that executed the point (``sweep``, with its ``index`` and ``axes``
+    there) and, when the point succeeded, the SHA-256 of each output file (``sha256``), which any
+    sweep checks before it reuses the point.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -372,9 +477,11 @@ def _execute_point(task: dict[str, Any]) -> dict[str, Any]:
         status = "failed"
         error = f"the notebook ran but wrote no {task['notebook']}.json (does it record results into output_dir?)"
     meta = {"sweep": task["sweep"], "notebook": task["notebook"], "profile": task["profile"], "hash": task["hash"],
-            "index": task["index"], "axes": task["axes"], "parameters": task["parameters"], "status": status,
+            "index": task["index"], "axes": task["axes"], "parameters": task["parameters"],
+            "full_parameters": task["full_parameters"], "status": status,
             "error": error, "traceback": trace, "wall_seconds": time.perf_counter() - start, "started": started,
-            "finished": _utc_now(), "executed_notebook": f"{task['notebook']}.ipynb", "results": f"{task['notebook']}.json"}
+            "finished": _utc_now(), "executed_notebook": f"{task['notebook']}.ipynb", "results": f"{task['notebook']}.json",
+            "sha256": _output_checksums(directory) if status == "ok" else {}}
     write_json_atomically(directory / POINT_FILE, meta)
     return meta
 
@@ -418,10 +525,20 @@ class SweepReport:
     def failed(self) -> list[PointResult]:
         return [result for result in self.results if result.status != "ok"]
 
+    @property
+    def cached_from(self) -> dict[str, int]:
+        """Other sweep -> number of this sweep's points reused from that sweep's executions."""
+        counts: dict[str, int] = {}
+        for result in self.cached:
+            if result.status == "ok" and result.executed_by not in (None, self.spec.name):
+                counts[result.executed_by] = counts.get(result.executed_by, 0) + 1
+        return counts
+
     def summary(self) -> str:
         """A few lines for the terminal."""
         lines = [f"[sweep] {self.spec.name} ({self.profile}): {len(self.results)} points, {len(self.executed)} executed, "
-                 f"{len(self.cached)} cached, {len(self.failed)} failed, {self.elapsed_seconds:.1f} s with {self.workers} worker(s)"]
+                 f"{len(self.cached)} cached{_cached_from_text(self.cached_from)}, {len(self.failed)} failed, "
+                 f"{self.elapsed_seconds:.1f} s with {self.workers} worker(s)"]
         for result in self.failed:
             lines.append(f"[sweep]   FAILED point {result.point.index} {result.point.axes}: {result.error} "
                          f"(see {result.directory / POINT_FILE})")
@@ -431,10 +548,18 @@ class SweepReport:
         return "\n".join(lines)
 
 
+def _cached_from_text(cached_from: dict[str, int]) -> str:
+    """`` (1 from epsilon, 2 from train_snr)`` for the points reused from other sweeps; empty if none."""
+    if not cached_from:
+        return ""
+    return " (" + ", ".join(f"{count} from {sweep}" for sweep, count in sorted(cached_from.items())) + ")"
+
+
 def _point_task(spec: SweepSpec, profile: str, point: SweepPoint, directory: Path) -> dict[str, Any]:
     return {"sweep": spec.name, "notebook": spec.notebook, "profile": profile, "hash": point.hash, "index": point.index,
-            "axes": point.axes, "parameters": point.parameters, "directory": str(directory),
-            "source": str(notebook_path(spec.notebook)), "cwd": str(project_root()), "timeout": spec.timeout}
+            "axes": point.axes, "parameters": point.parameters, "full_parameters": point.full_parameters,
+            "directory": str(directory), "source": str(notebook_path(spec.notebook)), "cwd": str(project_root()),
+            "timeout": spec.timeout}
 
 
 def run_sweep(
@@ -457,9 +582,11 @@ def run_sweep(
     workers : int
         Points executed at the same time (each in its own process and kernel).
     force : bool
-        Execute every point again, even those with cached results.
+        Execute every point of this sweep again, even those with verified stored results.
     sweeps_dir : path, optional
-        Default ``_build/sweeps``; the sweep writes into ``<sweeps_dir>/<name>/``.
+        Default ``_build/sweeps``. The points are executed into (or reused from) the store shared by
+        all sweeps, ``<sweeps_dir>/_points/<hash>/``; the sweep's table, plot and summary go to
+        ``<sweeps_dir>/<name>/``.
     sweeps_path : path, optional
         The YAML file of sweeps (default ``sweeps.yml``).
     progress : bool
@@ -481,16 +608,16 @@ def run_sweep(
     if workers < 1:
         raise SweepError(f"workers must be at least 1, got {workers}.")
     points = sweep_points(spec, profile)
-    root = (default_sweeps_dir() if sweeps_dir is None else Path(sweeps_dir)) / spec.name
+    root, store = _sweeps_root(sweeps_dir) / spec.name, points_dir(sweeps_dir)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     outcome: dict[int, PointResult] = {}
     pending = []
     for point in points:
-        directory = root / point.hash
-        meta = None if force else _cached(point, directory, spec.notebook)
+        directory = store / point.hash
+        meta = None if force else _verified_point(point, directory, spec.notebook)
         if meta is not None:
-            outcome[point.index] = PointResult(point, "ok", False, meta.get("wall_seconds"), None, directory)
+            outcome[point.index] = PointResult(point, "ok", False, meta.get("wall_seconds"), None, directory, meta.get("sweep"))
         else:
             if directory.exists():
                 shutil.rmtree(directory)
@@ -514,7 +641,8 @@ def run_sweep(
                             "parameters": point.parameters, "sweep": spec.name, "notebook": spec.notebook,
                             "profile": profile, "finished": _utc_now()}
                     write_json_atomically(directory / POINT_FILE, meta)
-                outcome[point.index] = PointResult(point, meta["status"], True, meta.get("wall_seconds"), meta.get("error"), directory)
+                outcome[point.index] = PointResult(point, meta["status"], True, meta.get("wall_seconds"), meta.get("error"),
+                                                   directory, spec.name)
                 if meta["status"] != "ok":
                     bar.write(f"[sweep] point {point.index} {point.axes} failed: {meta.get('error')}")
                 bar.update(1)
@@ -630,6 +758,7 @@ def _collect(report: SweepReport, root: Path) -> None:
     table["status"] = [result.status for result in report.results]
     table["wall_seconds"] = [math.nan if result.wall_seconds is None else float(result.wall_seconds) for result in report.results]
     table["error"] = [result.error or "" for result in report.results]
+    table["source"] = [result.source(spec.name) for result in report.results]
     table["hash"] = [result.point.hash for result in report.results]
     sources = sorted({content.get("data_source", "") for content in records if content})
     table.meta.update({"sweep": spec.name, "notebook": spec.notebook, "profile": report.profile,
@@ -656,7 +785,8 @@ def _collect(report: SweepReport, root: Path) -> None:
         "axes": {axis: spec.axes(report.profile)[axis] for axis in axes}, "fixed": spec.fixed.get(report.profile, {}),
         "collect": spec.collect, "columns": list(columns), "units": units, "data_source": ", ".join(sources),
         "n_points": len(report.results), "n_ok": len(report.results) - len(report.failed), "n_failed": len(report.failed),
-        "n_executed": len(report.executed), "n_cached": len(report.cached), "workers": report.workers,
+        "n_executed": len(report.executed), "n_cached": len(report.cached), "cached_from": report.cached_from,
+        "points_dir": Path(os.path.relpath(points_dir(root.parent), root)).as_posix(), "workers": report.workers,
         "elapsed_seconds": report.elapsed_seconds,
         "point_wall_seconds_total": float(sum(r.wall_seconds or 0.0 for r in report.results)),
         "failures": [{"point": r.point.index, "axes": r.point.axes, "error": r.error} for r in report.failed],
@@ -666,20 +796,21 @@ def _collect(report: SweepReport, root: Path) -> None:
 
 def collect_sweep(name: str | SweepSpec, profile: str = "quick", *, sweeps_dir: str | Path | None = None,
                   sweeps_path: str | Path | None = None) -> SweepReport:
-    """Rebuild the table and plot from the points already executed; executes nothing.
+    """Rebuild the table and plot from the points already executed (by any sweep); executes nothing.
 
-    Points that never ran appear as ``failed`` with the error "not run".
+    Points that never ran, or whose stored result fails its checksums, appear as ``failed`` (with
+    the error "not run" when there is none recorded).
     """
     spec = name if isinstance(name, SweepSpec) else get_sweep(name, sweeps_path)
-    root = (default_sweeps_dir() if sweeps_dir is None else Path(sweeps_dir)) / spec.name
+    root, store = _sweeps_root(sweeps_dir) / spec.name, points_dir(sweeps_dir)
     root.mkdir(parents=True, exist_ok=True)
     results = []
     for point in sweep_points(spec, profile):
-        directory = root / point.hash
+        directory = store / point.hash
         meta = _read_json(directory / POINT_FILE) or {}
-        status = "ok" if _cached(point, directory, spec.notebook) else "failed"
+        status = "ok" if _verified_point(point, directory, spec.notebook) else "failed"
         error = None if status == "ok" else (meta.get("error") or "not run")
-        results.append(PointResult(point, status, False, meta.get("wall_seconds"), error, directory))
+        results.append(PointResult(point, status, False, meta.get("wall_seconds"), error, directory, meta.get("sweep")))
     previous = _read_json(root / f"{spec.name}.json") or {}  # keep the last run's elapsed time and workers
     report = SweepReport(spec, profile, results, float(previous.get("elapsed_seconds", 0.0)), int(previous.get("workers", 0)))
     _collect(report, root)
@@ -699,7 +830,7 @@ def sweep_status(name: str, sweeps_dir: str | Path | None = None, sweeps_path: s
     from astropy.table import Table
 
     spec = get_sweep(name, sweeps_path)
-    root = (default_sweeps_dir() if sweeps_dir is None else Path(sweeps_dir)) / spec.name
+    root = _sweeps_root(sweeps_dir) / spec.name
     summary = _read_json(root / f"{spec.name}.json")
     status: dict[str, Any] = {"spec": spec, "command": spec.command(), "summary": summary, "table": None, "plot": None}
     problems = []
@@ -729,7 +860,8 @@ def sweep_status(name: str, sweeps_dir: str | Path | None = None, sweeps_path: s
         f"{summary['n_points']} points on the {summary['profile']} profile ({summary['n_ok']} ok, {summary['n_failed']} failed); "
         f"the points took {summary['point_wall_seconds_total']:.0f} s of wall time in total "
         f"(last run: {summary['elapsed_seconds']:.0f} s with {summary['workers']} worker(s), "
-        f"{summary['n_executed']} executed, {summary['n_cached']} from the cache; finished {summary['finished']}). "
+        f"{summary['n_executed']} executed, {summary['n_cached']} from the cache"
+        f"{_cached_from_text(summary.get('cached_from') or {})}; finished {summary['finished']}). "
         f"Data: {summary.get('data_source') or 'unknown'}.")
     return status
 

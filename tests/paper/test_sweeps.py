@@ -172,7 +172,7 @@ def test_two_point_sweep_runs_collects_and_reruns_nothing(workspace):
         point = json.loads((result.directory / "point.json").read_text())
         assert point["status"] == "ok" and point["wall_seconds"] > 0 and point["parameters"]["profile"] == "smoke"
         assert (result.directory / f"{NOTEBOOK}.ipynb").is_file() and (result.directory / f"{NOTEBOOK}.json").is_file()
-        assert result.directory.name == result.point.hash
+        assert result.directory == sweeps.points_dir(workspace["out"]) / result.point.hash
     summary = json.loads((root / "toy.json").read_text())
     assert summary["n_executed"] == 2 and summary["data_source"] == "1-D mock"
 
@@ -198,8 +198,9 @@ def test_failing_point_is_reported_and_the_other_point_is_kept(workspace, capsys
     assert kept["status"] == "ok" and math.isfinite(kept["cv_mse_min.sine"])
     summary = json.loads((workspace["out"] / "toy_failing" / "toy_failing.json").read_text())
     assert summary["n_failed"] == 1 and summary["failures"][0]["axes"] == {"n_points": 5}
-    # the good point has the parameters of a point of "toy": cached when that test ran first
+    # the good point has the parameters of a point of "toy": reused from it when that test ran first
     assert summary["n_cached"] + summary["n_executed"] == 2 and summary["n_executed"] >= 1
+    assert summary["cached_from"] in ({}, {"toy": 1}) and (summary["cached_from"] == {}) == (summary["n_cached"] == 0)
 
 
 def test_table_columns_are_collected_per_row(tmp_path):
