@@ -83,10 +83,51 @@ def plot_label_distance_histogram(distance: np.ndarray, threshold: float, *, sou
     return figure
 
 
+def _mark_samples(axis, table: Table) -> None:
+    """Shade the S/N_g range of every sample of bins but the highest-S/N one (Figure 7: the low-S/N test
+    stars), with a dashed line where the samples change; each sample's name goes into the legend.
+
+    Parameters
+    ----------
+    axis : matplotlib Axes
+    table : Table
+        ``snr_low``, ``snr_high`` and ``sample`` per bin, bins in increasing S/N.
+    """
+    samples = [str(value) for value in table["sample"]]
+    low, high = np.asarray(table["snr_low"], float), np.asarray(table["snr_high"], float)
+    names = list(dict.fromkeys(samples))
+    for index, name in enumerate(names):
+        rows = np.asarray(samples) == name
+        if index < len(names) - 1:
+            axis.axvspan(max(low[rows].min(), 1.0), high[rows].max(), color="0.85", alpha=0.6, lw=0, label=name)
+            axis.axvline(high[rows].max(), color="0.4", lw=0.8, ls="--")
+        else:
+            axis.plot([], [], ls="none", label=f"unshaded: {name}")
+
+
 def plot_cv_scatter_vs_snr(table: Table, cannon_table: Table, label_names: list[str], error_models: Table,
                            paper_scatter: dict[str, float], *, source_label: str):
-    """Figure 7: CV scatter against S/N_g for every label, SLAM and The Cannon, the fitted
-    a exp(-b S/N) + c, and a 1/(S/N) trend anchored at SLAM's lowest-S/N bin."""
+    """Figure 7: scatter against S/N_g for every label, SLAM and The Cannon, the fitted
+    a exp(-b S/N) + c, and a 1/(S/N) trend anchored at SLAM's lowest-S/N bin.
+
+    Parameters
+    ----------
+    table, cannon_table : Table
+        Per-bin tables (:func:`slampaper.kgiants.figure7_table`); with a ``sample`` column, the bins of
+        each sample but the highest-S/N one (the low-S/N test stars) are shaded and named in the legend.
+    label_names : list of str
+    error_models : Table
+        Table 1 rows (``label``, ``a``, ``b``, ``c``).
+    paper_scatter : dict of str to float
+        The paper's scatter at S/N_g ~ 100, drawn as a horizontal line.
+    source_label : str
+        The data, written on the figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        S/N_g on a logarithmic axis, so the low-S/N bins are visible.
+    """
     figure = plot_errors_vs_snr(table, label_names, source_label=source_label, paper_scatter=paper_scatter,
                                 comparison={"The Cannon": cannon_table}, error_models=error_models)
     snr = np.asarray(table["snr_median"], float)
@@ -97,7 +138,14 @@ def plot_cv_scatter_vs_snr(table: Table, cannon_table: Table, label_names: list[
             first = anchor[0]
             axis.plot(grid, table[f"{name}_scatter"][first] * snr[first] / grid, color="0.6", lw=0.8, ls=":",
                       label=r"$\propto 1/(S/N)$")
-    figure.axes[0].legend(fontsize=6)
+        if "sample" in table.colnames:
+            _mark_samples(axis, table)
+        axis.set_xscale("log")
+    first = figure.axes[0]
+    if first.get_legend() is not None:
+        first.get_legend().remove()
+    handles, labels = first.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside upper center", ncols=4, fontsize=7)
     return figure
 
 
