@@ -23,7 +23,7 @@ Dask training, catalogue prediction), :mod:`slamlib.mock` (the embedded mock sur
 :mod:`slampaper`. Importing this package loads none of them.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 from slamlib.fitting import GaussianPrior, PredictionResult
 from slamlib.model import SlamModel

@@ -7,16 +7,20 @@ prediction of a batch of spectra for each backend, on a sample and pixel range t
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
 from slamlib.model import SlamModel
 from slampaper.paper import paper_value
+from slampaper.paths import project_root
 
-__all__ = ["PAPER_COST", "CostMeasurement", "measure_cost", "cost_table", "prediction_cost_table"]
+__all__ = ["PAPER_COST", "CostMeasurement", "measure_cost", "cost_table", "prediction_cost_table", "latest_scale_report",
+           "scale_table"]
 
 #: The paper's reported costs (Section 5.3).
 PAPER_COST = {"training_seconds_17k_stars": paper_value("section5.training_seconds_section4"),
@@ -124,4 +128,37 @@ def prediction_cost_table(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, 
     table = Table(rows=rows, names=["what", "n_spectra", "seconds", "spectra_per_second"])
     for column in ("seconds", "spectra_per_second"):
         table[column].info.format = ".1f"
+    return table
+
+
+def latest_scale_report(results_dir: str | Path | None = None) -> dict | None:
+    """The newest report of ``make benchmark-scale`` (``benchmarks/results/scale_*.json``), or None.
+
+    The report is generated on the reader's machine (it is not part of the repository); its
+    file name and modification time say when it was measured.
+    """
+    directory = Path(results_dir) if results_dir is not None else project_root() / "benchmarks" / "results"
+    reports = sorted(directory.glob("scale_*.json"))
+    if not reports:
+        return None
+    report = json.loads(reports[-1].read_text())
+    report["report_file"] = reports[-1].name
+    return report
+
+
+def scale_table(report: dict) -> Table:
+    """Per gamma: the engine, the measured time and its projection to all pixels, from a scale report.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``gamma``, ``engine``, ``factor_rank`` (at least, for nearly full-rank gammas), ``projected_hours``.
+    """
+    rows = []
+    for gamma, entry in sorted(report["gammas"].items(), key=lambda item: float(item[0])):
+        rank = entry.get("factor_rank", entry.get("factor_rank_at_least"))
+        rows.append((float(gamma), entry["engine"], int(rank), entry["projected_seconds_all_pixels"] / 3600.0))
+    table = Table(rows=rows, names=["gamma", "engine", "factor_rank", "projected_hours"])
+    table["gamma"].info.format = ".4g"
+    table["projected_hours"].info.format = ".1f"
     return table

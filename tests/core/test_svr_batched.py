@@ -241,7 +241,7 @@ def test_the_kernel_built_in_row_blocks_equals_the_kernel_built_at_once():
 
 
 def test_nearly_full_rank_gammas_are_fitted_by_libsvm_as_the_reference_does(monkeypatch):
-    """A gamma whose kernel needs a factor wider than MAX_FACTOR_RANK goes to LIBSVM: its grid
+    """Below DECOMPOSITION_MIN_STARS, a gamma whose kernel needs a factor wider than MAX_FACTOR_RANK goes to LIBSVM: its grid
     points get exactly the reference's fits (bit for bit), the other gammas stay batched."""
     from slamlib.svr.result import parameter_pairs
 
@@ -255,7 +255,7 @@ def test_nearly_full_rank_gammas_are_fitted_by_libsvm_as_the_reference_does(monk
     options = dict(min_good_stars=8, n_jobs=2)
     fast = batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, stats=stats, **options)
     reference = libsvm.train_pixels(labels, flux_std, good, folds, grid, EPSILON, **options)
-    assert stats["libsvm_gammas"] == [0.1]
+    assert stats["full_rank_gammas"] == [0.1] and stats["full_rank_engine"] == "libsvm"
     assert stats["factor_rank"][0.1] == 100 and stats["factor_rank"][0.01] < 100
     full_rank = [j for j, (_, gamma) in enumerate(parameter_pairs(grid)) if gamma == 0.1]
     np.testing.assert_array_equal(fast.cv_mse_grid[:, full_rank], reference.cv_mse_grid[:, full_rank])
@@ -272,11 +272,54 @@ def test_nearly_full_rank_gammas_are_fitted_by_libsvm_as_the_reference_does(monk
     for fast_fold, reference_fold in zip(fast.fold_expansions, reference.fold_expansions):
         np.testing.assert_array_equal(fast_fold.dual_coef[chosen], reference_fold.dual_coef[chosen])
         np.testing.assert_array_equal(fast_fold.intercept[chosen], reference_fold.intercept[chosen])
+
+
+def test_nearly_full_rank_gammas_are_solved_by_the_decomposition_engine_as_libsvm_would(monkeypatch):
+    """A gamma whose kernel needs a factor wider than MAX_FACTOR_RANK (6 labels, gamma = 0.1: nearly
+    full rank) is solved by the decomposition engine on the exact kernel; against LIBSVM at the
+    reference tolerance its CV MSE agrees to 1e-3 (median relative), the same (C, gamma) is chosen
+    on most pixels and the refits predict the training stars within 0.1 epsilon."""
+    from slamlib.svr.result import parameter_pairs
+
+    labels, flux_std, good = make_set(n_star=300, n_label=6, n_pix=12, seed=11)
+    folds = kfold_indices(300, 4, random_state=0)
+    good[:, 3] = True
+    good[folds[2][1], 3] = False              # pixel 3: all held-out stars of fold 2 are bad
+    grid = {"C": [10.0, 100.0], "gamma": [0.1, 0.003]}
+    monkeypatch.setattr(batched, "MAX_FACTOR_RANK", 260)   # rank at gamma 0.1: 300 (full), at 0.003: 230
+    monkeypatch.setattr(batched, "DECOMPOSITION_MIN_STARS", 100)
+    stats = {}
+    options = dict(min_good_stars=8, n_jobs=2)
+    fast = batched.train_pixels(labels, flux_std, good, folds, grid, EPSILON, stats=stats, **options)
+    reference = libsvm.train_pixels(labels, flux_std, good, folds, grid, EPSILON, **options)
+    assert stats["full_rank_gammas"] == [0.1] and stats["full_rank_engine"] == "decomposition"
+    assert stats["factor_rank"][0.1] == 260 and stats["factor_rank"][0.003] < 260
+    assert stats["cv_decomposition_outer"] > 0
+    full_rank = [j for j, (_, gamma) in enumerate(parameter_pairs(grid)) if gamma == 0.1]
+    trained = np.flatnonzero(np.isfinite(reference.cv_mse))
+    relative = np.abs(fast.cv_mse_grid[np.ix_(trained, full_rank)] / reference.cv_mse_grid[np.ix_(trained, full_rank)] - 1)
+    assert np.median(relative) <= 1e-3
+    same_choice = (fast.best_gamma == reference.best_gamma) & (fast.best_c == reference.best_c)
+    assert same_choice[trained].mean() >= 0.9
+    assert np.isfinite(fast.cv_mse[3]) and np.isfinite(reference.cv_mse[3])
+    chosen = np.flatnonzero(same_choice & (fast.best_gamma == 0.1))
+    assert chosen.size >= 2
+    for pixel in chosen:
+        K = rbf_kernel(labels, labels, 0.1)
+        stars = good[:, pixel]
+        fitted_fast = fast.expansion.dual_coef[pixel] @ K + fast.expansion.intercept[pixel]
+        fitted_reference = reference.expansion.dual_coef[pixel] @ K + reference.expansion.intercept[pixel]
+        assert np.abs(fitted_fast - fitted_reference)[stars].max() <= 0.1 * EPSILON
+        # and its KKT violation (LIBSVM's stopping rule, exact kernel) is below the reference tolerance
+        beta = fast.expansion.dual_coef[pixel]
+        violation = kkt_violation(beta[None], fast.expansion.intercept[[pixel]], (beta @ K)[None],
+                                  flux_std[:, pixel][None], stars[None], fast.best_c[pixel], EPSILON)[0]
+        assert violation <= 2 * libsvm.TOLERANCE
     # The batched gamma still solves to the exact optimum (the reference stops at tol 1e-3).
-    batched_pixels = np.flatnonzero(fast.best_gamma == 0.01)
+    batched_pixels = np.flatnonzero(fast.best_gamma == 0.003)
     for pixel in batched_pixels:
         beta = fast.expansion.dual_coef[pixel]
-        K = rbf_kernel(labels, labels, 0.01)
+        K = rbf_kernel(labels, labels, 0.003)
         violation = kkt_violation(beta[None], fast.expansion.intercept[[pixel]], (beta @ K)[None],
                                   flux_std[:, pixel][None], good[:, pixel][None], fast.best_c[pixel], EPSILON)[0]
         assert violation <= 2e-4

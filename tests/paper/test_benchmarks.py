@@ -67,3 +67,33 @@ def test_training_benchmark_compares_predicted_spectra_at_three_label_sets(tmp_p
         report["exactness"]["same_choice_fraction"] >= 0.95 and report["exactness"]["cv_mse_rel_diff_median"] <= 0.01)
     assert report["exactness"]["bar_met_at_star_labels"] == expected
     assert stdout.count("bar (within 0.1 eps at stars' labels)") == 3
+
+
+def test_scale_benchmark_projects_both_engines_and_the_cost_chapter_reads_its_report(tmp_path):
+    """At a tiny size with a narrow factor limit, gamma 0.001 stays low-rank and 0.1 goes to the
+    decomposition engine; the projection is the sum of the per-gamma projections, and the
+    reference comparison covers every C of the grid."""
+    from slampaper import cost
+
+    n_star, n_pix, n_folds, pixels = 400, 20, 3, 2
+    report, stdout = run_script("scale.py", "--n-star", str(n_star), "--n-pix", str(n_pix), "--n-folds", str(n_folds),
+                                "--pixels", str(pixels), "--gammas", "0.001", "0.1", "--max-factor-rank", "200",
+                                "--reference", output=tmp_path)
+    low, high = report["gammas"]["0.001"], report["gammas"]["0.1"]
+    assert low["engine"] == "batched low-rank Newton" and low["factor_rank"] < 200
+    assert high["engine"] == "decomposition" and high["factor_rank_at_least"] == 200
+    assert len(high["per_pixel"]) == pixels and all(len(p["fold_path_seconds"]) == 5 for p in high["per_pixel"])
+    expected_per_pixel = sum(n_folds * sum(p["fold_path_seconds"]) + p["refit_seconds"] for p in high["per_pixel"]) / pixels
+    assert high["per_pixel_seconds_one_worker"] == pytest.approx(expected_per_pixel)
+    assert report["projected_seconds_section4"] == pytest.approx(low["projected_seconds_all_pixels"]
+                                                                 + high["projected_seconds_all_pixels"])
+    comparison = high["reference_comparison"]
+    assert [row["C"] for row in comparison] == pytest.approx([1.0, 10**0.5, 10.0, 10**1.5, 100.0])
+    assert max(row["max_fitted_difference_over_epsilon"] for row in comparison) <= 0.1
+    assert max(row["heldout_mse_relative_difference"] for row in comparison) <= 1e-2
+    read = cost.latest_scale_report(tmp_path)
+    assert read["projected_seconds_section4"] == report["projected_seconds_section4"]
+    table = cost.scale_table(read)
+    assert list(table["engine"]) == ["batched low-rank Newton", "decomposition"]
+    assert table["projected_hours"][1] == pytest.approx(high["projected_seconds_all_pixels"] / 3600)
+    assert cost.latest_scale_report(tmp_path / "empty") is None
