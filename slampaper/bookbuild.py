@@ -19,6 +19,7 @@ Usage: ``python -m slampaper.bookbuild --profile smoke|quick|paper [--only NAME 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from slamlib.files import write_json_atomically
 from slampaper.paths import build_dir, project_root, results_dir
 
 __all__ = ["load_profiles", "run_declared_sweeps", "profile_names", "chapter_notebooks", "notebook_parameters",
@@ -239,8 +241,13 @@ def build_book(
     return timings
 
 
+#: What the last ``python -m slampaper.bookbuild`` spent per chapter (``_build/<file>``; read by
+#: ``benchmarks/book_build.py``).
+BUILD_TIMES_FILE = "build_times.json"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point; writes the time per chapter to ``_build/build_times.json``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick", choices=profile_names())
     parser.add_argument("--only", nargs="*", help="execute only these notebooks")
@@ -248,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     timings = build_book(arguments.profile, only=arguments.only, html=not arguments.no_html)
     print("[book] done: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()))
+    write_json_atomically(build_dir() / BUILD_TIMES_FILE,
+                          {"profile": arguments.profile, "only": arguments.only, "html": not arguments.no_html,
+                           "seconds": timings, "total_seconds": sum(timings.values()),
+                           "load_average": list(os.getloadavg())})
     return 0
 
 
