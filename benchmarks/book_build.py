@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    workspace = Path(tempfile.mkdtemp(prefix="slamlib-book-", dir=REPO.parent))
-    clone = workspace / "slamlib"
+    # The clone is an (empty) folder beside the repository, so ../shared resolves from it too.
+    clone = Path(tempfile.mkdtemp(prefix="slamlib-book-", dir=REPO.parent))
     try:
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         environment = {**os.environ, "SLAMLIB_CACHE": str(clone / "data" / "cache")}
@@ -57,7 +57,7 @@ def main() -> None:
         if args.keep:
             print(f"clone kept in {clone}")
         else:
-            shutil.rmtree(workspace, ignore_errors=True)
+            shutil.rmtree(clone, ignore_errors=True)
 
 
 if __name__ == "__main__":
